@@ -1,0 +1,67 @@
+# Two commands on a fresh machine:
+#   make run   install into .venv, migrate, seed a demo catalog, serve on http://127.0.0.1:$(PORT)
+#   make test  install the test requirements and run the suite (PostgreSQL + Redis on 127.0.0.1)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+SEED_PRODUCTS ?= 1000
+PYTEST_ARGS ?=
+export FLASK_APP := wsgi.py
+export PORT
+
+.PHONY: help install install-dev run serve migrate seed test lint format bench-cache clean
+
+help:
+	@echo "make run          install, migrate, seed and serve on http://127.0.0.1:$(PORT)"
+	@echo "make test         install test requirements and run the test suite"
+	@echo "make lint         ruff check"
+	@echo "make migrate      apply database migrations"
+	@echo "make seed         seed the demo catalog (SEED_PRODUCTS=$(SEED_PRODUCTS))"
+	@echo "make bench-cache  cached vs uncached product detail, side by side"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files: reinstall only when the pins change.
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-installed
+
+install: $(VENV)/.runtime-installed
+
+install-dev: $(VENV)/.dev-installed
+
+migrate: install
+	$(BIN)/flask db upgrade
+
+seed: install
+	$(BIN)/flask seed --products $(SEED_PRODUCTS)
+
+run: migrate seed serve
+
+serve: install
+	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check ecommerce tests wsgi.py gunicorn.conf.py benchmarks
+	$(BIN)/ruff format --check ecommerce tests wsgi.py gunicorn.conf.py benchmarks
+
+format: install-dev
+	$(BIN)/ruff format ecommerce tests wsgi.py gunicorn.conf.py benchmarks
+	$(BIN)/ruff check --fix ecommerce tests wsgi.py gunicorn.conf.py benchmarks
+
+bench-cache: install-dev
+	$(BIN)/python benchmarks/cache_vs_db.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

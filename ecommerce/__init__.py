@@ -1,0 +1,139 @@
+"""The e-commerce API: ``create_app`` reads like a table of contents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Flask, send_from_directory
+from sqlalchemy import event
+from swagger_ui_bundle import swagger_ui_path
+from werkzeug.routing import IntegerConverter
+
+from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
+from ecommerce.core.logs import configure_logging
+from ecommerce.errors import register_error_handlers
+from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
+from ecommerce.middleware import register_middleware
+
+MAX_DB_INT = 2**31 - 1
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` that never accepts an id the database column cannot hold (a 404, not a 500)."""
+
+    def __init__(self, map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_DB_INT)
+        super().__init__(map, *args, **kwargs)
+
+
+def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
+    config = config or config_from_env()
+    if issubclass(config, ProductionConfig):
+        config.validate()
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
+    app.config.from_object(config)
+    app.config.update(overrides)
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_JSON"])
+
+    app.json.sort_keys = False  # fields in schema order
+    app.url_map.strict_slashes = False
+    app.url_map.converters["int"] = BoundedIntConverter
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_middleware(app)
+    register_cli(app)
+    return app
+
+
+def _database_options(app: Flask) -> dict[str, Any]:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        return {"connect_args": {"timeout": 30}}
+    return {
+        "pool_size": app.config["DB_POOL_SIZE"],
+        "max_overflow": app.config["DB_MAX_OVERFLOW"],
+        "pool_timeout": app.config["DB_POOL_TIMEOUT"],
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
+            "connect_timeout": 5,
+            "application_name": "ecommerce",
+            "options": f"-c statement_timeout={app.config['DB_STATEMENT_TIMEOUT_MS']}",
+        },
+    }
+
+
+def _configure_stores(app: Flask) -> None:
+    redis_url = app.config.get("REDIS_URL")
+    redis_options = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+    if redis_url:
+        app.config.setdefault("CACHE_TYPE", "RedisCache")
+        app.config.setdefault("CACHE_REDIS_URL", redis_url)
+        app.config.setdefault("CACHE_OPTIONS", dict(redis_options))
+        app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url)
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(redis_options))
+        app.extensions["redis"] = redis.Redis.from_url(redis_url, **redis_options)
+    else:
+        app.config.setdefault("CACHE_TYPE", "SimpleCache")
+        app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    # A dead Redis must not turn requests into 500s: limits fall back to process memory.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+
+
+def register_extensions(app: Flask) -> None:
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _database_options(app))
+    _configure_stores(app)
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True, compare_type=True)
+    api.init_app(app)
+    api.register_converter(BoundedIntConverter, lambda converter: {"type": "integer", "minimum": 0})
+    jwt.init_app(app)
+    cache.init_app(app)
+    limiter.init_app(app)
+    metrics.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # Foreign keys (and their ON DELETE rules) are off in SQLite unless asked for.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from ecommerce import (  # noqa: F401  (models only so far)
+        auth,
+        carts,
+        categories,
+        health,
+        orders,
+        payments,
+        products,
+        reviews,
+        users,
+        wishlists,
+    )
+
+    for package in (health, auth, users, categories, products, reviews):
+        api.register_blueprint(package.blp)
+    app.add_url_rule("/api/docs/assets/<path:filename>", "swagger_ui_assets", _swagger_ui_asset)
+
+
+def _swagger_ui_asset(filename: str):
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)
+
+
+def register_cli(app: Flask) -> None:
+    from ecommerce.cli import register_commands
+
+    register_commands(app)

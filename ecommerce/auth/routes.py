@@ -1,0 +1,131 @@
+"""Register, log in, refresh, log out."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+from flask.views import MethodView
+from flask_jwt_extended import current_user, get_jwt
+
+from ecommerce.auth import services
+from ecommerce.auth.schemas import LoginSchema, RegisterSchema, TokenSchema
+from ecommerce.core.blueprint import Blueprint
+from ecommerce.errors import problem
+from ecommerce.extensions import client_ip, jwt, limiter
+from ecommerce.users.schemas import UserSchema
+
+blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens")
+
+
+def auth_rate_limit() -> str:
+    return current_app.config["AUTH_RATE_LIMIT"]
+
+
+def account_key() -> str:
+    """Rate-limit key for the account a request names, so one account can't be sprayed from
+    many addresses."""
+    body = request.get_json(silent=True)
+    name = body.get("username") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        name = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        return f"ip:{client_ip()}"
+    return "account:" + name.strip().lower()[:254]
+
+
+per_ip = limiter.limit(auth_rate_limit, key_func=client_ip, scope="auth-ip")
+per_account = limiter.limit(auth_rate_limit, key_func=account_key, scope="auth-account")
+
+
+@blp.route("/register/")
+class RegisterView(MethodView):
+    @per_ip
+    @per_account
+    @blp.arguments(RegisterSchema)
+    @blp.response(201, UserSchema)
+    @blp.alt_response(409, description="Username or email taken")
+    def post(self, data):
+        """Register a customer account"""
+        return services.register_user(**data)
+
+
+@blp.route("/login/")
+class LoginView(MethodView):
+    @per_ip
+    @per_account
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema)
+    @blp.alt_response(401, description="Bad credentials")
+    @blp.alt_response(429, description="Too many attempts")
+    def post(self, data):
+        """Log in with username (or email) and password"""
+        return services.log_in(data["username"], data["password"])
+
+
+@blp.route("/refresh/")
+class RefreshView(MethodView):
+    @blp.auth(refresh=True)
+    @blp.response(200, TokenSchema)
+    def post(self):
+        """Swap a refresh token for a new access token and a rotated refresh token"""
+        claims = get_jwt()
+        return services.rotate_refresh_token(current_user, claims.get("fam"), claims["jti"])
+
+
+@blp.route("/logout/")
+class LogoutView(MethodView):
+    @blp.auth()
+    @blp.response(204)
+    def post(self):
+        """Revoke this login's access and refresh tokens on every instance"""
+        services.revoke_login(get_jwt()["fam"], reason="logout")
+
+
+# -- flask-jwt-extended callbacks: one query per request, problem+json on every failure ----
+
+
+@jwt.token_in_blocklist_loader
+def _token_revoked(_header: dict, payload: dict) -> bool:
+    user = services.load_active_login(payload.get("fam"), payload["sub"])
+    request.environ["ecommerce.user"] = user
+    return user is None
+
+
+@jwt.user_lookup_loader
+def _load_user(_header: dict, payload: dict):
+    if "ecommerce.user" in request.environ:
+        return request.environ["ecommerce.user"]
+    return services.load_active_login(payload.get("fam"), payload["sub"])
+
+
+def _unauthorized(detail: str):
+    return problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+
+
+@jwt.unauthorized_loader
+def _missing_token(reason: str):
+    return _unauthorized("A bearer token is required.")
+
+
+@jwt.invalid_token_loader
+def _invalid_token(reason: str):
+    return _unauthorized("The token is invalid.")
+
+
+@jwt.expired_token_loader
+def _expired_token(_header: dict, _payload: dict):
+    return _unauthorized("The token has expired.")
+
+
+@jwt.revoked_token_loader
+def _revoked_token(_header: dict, _payload: dict):
+    return _unauthorized("The token has been revoked.")
+
+
+@jwt.user_lookup_error_loader
+def _unknown_user(_header: dict, _payload: dict):
+    return _unauthorized("The token's user no longer exists.")
+
+
+@jwt.needs_fresh_token_loader
+def _needs_fresh(_header: dict, _payload: dict):
+    return _unauthorized("A fresh token is required.")

@@ -1,0 +1,193 @@
+"""Registration, login, refresh-token rotation with reuse detection, logout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ecommerce.auth.models import AuthSession, new_id
+from ecommerce.core.models import utcnow
+from ecommerce.errors import Conflict, Unauthorized
+from ecommerce.extensions import db
+from ecommerce.users.models import Role, User
+
+BAD_CREDENTIALS = "Invalid username or password."
+
+
+def _hasher() -> PasswordHasher:
+    config = current_app.config
+    return PasswordHasher(
+        time_cost=config.get("PASSWORD_HASH_TIME_COST", 3),
+        memory_cost=config.get("PASSWORD_HASH_MEMORY_KIB", 65536),
+        parallelism=config.get("PASSWORD_HASH_PARALLELISM", 2),
+    )
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _dummy_hash() -> str:
+    # Verified against when no user matches, so an unknown name costs what a wrong
+    # password costs: no user enumeration by timing.
+    extension = current_app.extensions.setdefault("ecommerce_dummy_hash", {})
+    if "hash" not in extension:
+        extension["hash"] = hash_password(new_id())
+    return extension["hash"]
+
+
+def register_user(
+    *,
+    username: str,
+    email: str,
+    password: str,
+    first_name: str = "",
+    last_name: str = "",
+    role: Role = Role.CUSTOMER,
+) -> User:
+    """Create an account; a taken username or email is a Conflict."""
+    email = email.strip().lower()
+    taken = db.session.scalar(
+        select(func.count()).select_from(User).where(or_(User.username == username, User.email == email))
+    )
+    if taken:
+        raise Conflict("That username or email is already registered.")
+    user = User(
+        username=username,
+        email=email,
+        password_hash=hash_password(password),
+        first_name=first_name,
+        last_name=last_name,
+        role=role,
+    )
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Lost a race with another registration of the same name.
+        db.session.rollback()
+        raise Conflict("That username or email is already registered.") from None
+    return user
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+def _issue_tokens(user: User, family_id: str) -> tuple[TokenPair, str]:
+    claims = {"fam": family_id, "role": user.role.value}
+    identity = str(user.id)
+    access = create_access_token(identity=identity, additional_claims=claims)
+    refresh = create_refresh_token(identity=identity, additional_claims=claims)
+    expires_in = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+    refresh_jti = decode_token(refresh)["jti"]
+    return TokenPair(access, refresh, expires_in), refresh_jti
+
+
+def log_in(login: str, password: str) -> TokenPair:
+    """Check credentials and open a login session (a token family)."""
+    login = login.strip()
+    user = db.session.scalar(select(User).where(or_(User.username == login, User.email == login.lower())))
+    if user is None:
+        verify_password(_dummy_hash(), password)
+        raise Unauthorized(BAD_CREDENTIALS)
+    if not verify_password(user.password_hash, password) or not user.is_active:
+        raise Unauthorized(BAD_CREDENTIALS)
+    family_id = new_id()
+    pair, refresh_jti = _issue_tokens(user, family_id)
+    db.session.add(
+        AuthSession(
+            id=family_id,
+            user_id=user.id,
+            refresh_jti=refresh_jti,
+            expires_at=utcnow() + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"],
+        )
+    )
+    db.session.commit()
+    return pair
+
+
+def rotate_refresh_token(user: User, family_id: str, presented_jti: str) -> TokenPair:
+    """Swap a refresh token for a new pair; replaying a used one revokes the whole login."""
+    pair, new_jti = _issue_tokens(user, family_id)
+    # One conditional UPDATE: of two concurrent refreshes with the same token, exactly one
+    # wins; the other finds the jti moved on and is treated as reuse.
+    rotated = db.session.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == family_id,
+            AuthSession.refresh_jti == presented_jti,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(refresh_jti=new_jti)
+    ).rowcount
+    if rotated == 1:
+        db.session.commit()
+        return pair
+    db.session.rollback()
+    revoke_login(family_id, reason="refresh_reuse")
+    raise Unauthorized("This refresh token was already used; the login has been revoked.")
+
+
+def revoke_login(family_id: str, *, reason: str) -> None:
+    """Revoke every access and refresh token of one login."""
+    db.session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == family_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+    db.session.commit()
+
+
+def revoke_other_logins(user_id: int, keep_family_id: str | None, *, reason: str) -> None:
+    statement = update(AuthSession).where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+    if keep_family_id is not None:
+        statement = statement.where(AuthSession.id != keep_family_id)
+    db.session.execute(statement.values(revoked_at=utcnow(), revoked_reason=reason))
+
+
+def load_active_login(family_id: str | None, user_id: str) -> User | None:
+    """The user of a live (not revoked, not expired) login, or None. One query per request."""
+    if not family_id:
+        return None
+    row = db.session.execute(
+        select(User, AuthSession.revoked_at, AuthSession.expires_at)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(AuthSession.id == family_id, User.id == int(user_id))
+    ).first()
+    if row is None:
+        return None
+    user, revoked_at, expires_at = row
+    if revoked_at is not None or expires_at <= utcnow() or not user.is_active:
+        return None
+    return user
+
+
+def purge_expired_logins(older_than: timedelta = timedelta(days=1)) -> int:
+    """Delete login sessions expired or revoked for longer than ``older_than``."""
+    cutoff: datetime = utcnow() - older_than
+    result = db.session.execute(
+        AuthSession.__table__.delete().where(
+            or_(AuthSession.expires_at < cutoff, AuthSession.revoked_at < cutoff)
+        )
+    )
+    db.session.commit()
+    return result.rowcount

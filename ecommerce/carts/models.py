@@ -1,0 +1,33 @@
+"""Shopping carts: one per user, one line per product."""
+
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ecommerce.core.models import IdMixin, TimestampMixin
+from ecommerce.extensions import db
+
+
+class ShoppingCart(IdMixin, TimestampMixin, db.Model):
+    __tablename__ = "shopping_carts"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    items = relationship("CartItem", order_by="CartItem.id", cascade="all, delete-orphan", lazy="selectin")
+
+
+class CartItem(IdMixin, TimestampMixin, db.Model):
+    __tablename__ = "cart_items"
+
+    cart_id: Mapped[int] = mapped_column(ForeignKey("shopping_carts.id", ondelete="CASCADE"), nullable=False)
+    # CASCADE: a product taken off the catalog leaves the carts it was in.
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), nullable=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        UniqueConstraint("cart_id", "product_id", name="uq_cart_items_cart_id_product_id"),
+        Index("ix_cart_items_product_id", "product_id"),
+    )

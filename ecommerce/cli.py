@@ -1,0 +1,272 @@
+"""Operator commands: ``flask seed``, ``flask users ...``, ``flask cache clear``, ``flask auth ...``."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import func, insert, select, text
+
+from ecommerce.auth.services import hash_password, purge_expired_logins
+from ecommerce.categories.models import Category
+from ecommerce.core.cache import clear_all
+from ecommerce.core.models import utcnow
+from ecommerce.errors import DomainError
+from ecommerce.extensions import db
+from ecommerce.products.models import Product
+from ecommerce.reviews.models import Review
+from ecommerce.users import services as user_services
+from ecommerce.users.models import Role, User
+
+ROOT_CATEGORIES = ["Electronics", "Home & Kitchen", "Books", "Sports & Outdoors", "Fashion", "Toys & Games"]
+SUB_WORDS = ["Essentials", "Premium", "Accessories", "Classics", "Pro", "Everyday", "Outlet", "Kids"]
+ADJECTIVES = [
+    "Compact",
+    "Deluxe",
+    "Eco",
+    "Smart",
+    "Classic",
+    "Ultra",
+    "Portable",
+    "Rugged",
+    "Silent",
+    "Vintage",
+]
+NOUNS = [
+    "Lamp",
+    "Kettle",
+    "Backpack",
+    "Speaker",
+    "Notebook",
+    "Jacket",
+    "Drone",
+    "Blender",
+    "Tent",
+    "Watch",
+    "Keyboard",
+    "Chair",
+    "Puzzle",
+    "Camera",
+    "Bottle",
+    "Headphones",
+    "Novel",
+    "Sneakers",
+    "Router",
+    "Mug",
+]
+CHUNK = 5000
+
+users_cli = AppGroup("users", help="Manage user accounts.")
+cache_cli = AppGroup("cache", help="Manage the catalog cache.")
+auth_cli = AppGroup("auth", help="Manage login sessions.")
+
+
+def _ensure_categories(roots: int, children: int, depth: int) -> list[int]:
+    """Create the tree (idempotently, by parent and name); return the ids of its leaves."""
+    existing = {(c.parent_id, c.name): c.id for c in db.session.scalars(select(Category))}
+    level: list[tuple[int | None, str]] = [(None, name) for name in ROOT_CATEGORIES[:roots]]
+    leaves: list[int] = []
+    for current_depth in range(1, depth + 1):
+        next_level: list[tuple[int | None, str]] = []
+        for parent_id, name in level:
+            key = (parent_id, name)
+            if key not in existing:
+                category = Category(name=name, parent_id=parent_id, description=f"{name} and more")
+                db.session.add(category)
+                db.session.flush()
+                existing[key] = category.id
+            category_id = existing[key]
+            if current_depth == depth:
+                leaves.append(category_id)
+            else:
+                next_level.extend((category_id, f"{name} {word}") for word in SUB_WORDS[:children])
+        level = next_level
+    db.session.commit()
+    return leaves
+
+
+def _product_row(number: int, leaves: list[int], now) -> dict:
+    rng = random.Random(number)
+    adjective, noun = rng.choice(ADJECTIVES), rng.choice(NOUNS)
+    return {
+        "name": f"{adjective} {noun} {number:06d}",
+        "description": f"{'An' if adjective[0] in 'AEIOU' else 'A'} {adjective.lower()} "
+        f"{noun.lower()} for every day. Model {number}, "
+        f"{rng.choice(['water resistant', 'lightweight', 'energy saving', 'hand made', 'wireless'])}.",
+        "price": Decimal(rng.randint(199, 99999)) / 100,
+        "stock_quantity": rng.choice([0] + [rng.randint(1, 500)] * 9),
+        "category_id": leaves[number % len(leaves)],
+        "created_at": now - timedelta(minutes=rng.randint(0, 365 * 24 * 60)),
+        "updated_at": now,
+    }
+
+
+def _seed_products(target: int, leaves: list[int]) -> int:
+    have = db.session.scalar(select(func.count()).select_from(Product))
+    missing = max(0, target - have)
+    if not missing:
+        return 0
+    now = utcnow()
+    with click.progressbar(length=missing, label=f"Products ({have} -> {target})") as bar:
+        for start in range(have + 1, target + 1, CHUNK):
+            stop = min(start + CHUNK, target + 1)
+            db.session.execute(insert(Product), [_product_row(n, leaves, now) for n in range(start, stop)])
+            bar.update(stop - start)
+    db.session.commit()
+    return missing
+
+
+def _seed_customers(count: int, password: str) -> list[int]:
+    ids = []
+    password_hash = None
+    for number in range(1, count + 1):
+        username = f"customer{number}"
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is None:
+            password_hash = password_hash or hash_password(password)
+            user = User(
+                username=username,
+                email=f"{username}@example.com",
+                password_hash=password_hash,
+                first_name="Demo",
+                last_name=f"Customer {number}",
+            )
+            db.session.add(user)
+            db.session.flush()
+        ids.append(user.id)
+    db.session.commit()
+    return ids
+
+
+def _seed_reviews(customer_ids: list[int], products: int) -> int:
+    """A few reviews per customer on the first products, with exact aggregates."""
+    if not customer_ids or db.session.scalar(select(func.count()).select_from(Review)):
+        return 0
+    product_ids = list(db.session.scalars(select(Product.id).order_by(Product.id).limit(min(products, 200))))
+    rows = []
+    for user_id in customer_ids:
+        rng = random.Random(user_id)
+        for product_id in rng.sample(product_ids, min(len(product_ids), 20)):
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "product_id": product_id,
+                    "rating": rng.randint(1, 5),
+                    "comment": rng.choice(["Great value.", "Does the job.", "Not for me.", "Love it!", ""]),
+                }
+            )
+    if rows:
+        db.session.execute(insert(Review), rows)
+        db.session.execute(
+            text(
+                "UPDATE products SET "
+                "rating_sum = (SELECT COALESCE(SUM(rating), 0) FROM reviews "
+                "WHERE reviews.product_id = products.id), "
+                "rating_count = (SELECT COUNT(*) FROM reviews WHERE reviews.product_id = products.id) "
+                "WHERE id IN (SELECT DISTINCT product_id FROM reviews)"
+            )
+        )
+        db.session.execute(
+            text(
+                "UPDATE products SET rating_avg = ROUND(rating_sum * 1.0 / rating_count, 2) "
+                "WHERE rating_count > 0"
+            )
+        )
+    db.session.commit()
+    return len(rows)
+
+
+@click.command("seed")
+@click.option(
+    "--products", default=1000, show_default=True, help="Bring the catalog up to this many products."
+)
+@click.option("--customers", default=5, show_default=True, help="Demo customers customer1..N.")
+@click.option("--customer-password", default="password123", show_default=True)
+@click.option("--roots", default=6, show_default=True, help="Top-level categories.")
+@click.option("--children", default=4, show_default=True, help="Sub-categories per category.")
+@click.option("--depth", default=3, show_default=True, help="Levels in the category tree.")
+def seed_command(products, customers, customer_password, roots, children, depth):
+    """Seed a demo catalog (idempotent: tops up to the counts given)."""
+    started = time.perf_counter()
+    if not 1 <= roots <= len(ROOT_CATEGORIES):
+        raise click.BadParameter(f"between 1 and {len(ROOT_CATEGORIES)}", param_hint="--roots")
+    if not 1 <= children <= len(SUB_WORDS):
+        raise click.BadParameter(f"between 1 and {len(SUB_WORDS)}", param_hint="--children")
+    leaves = _ensure_categories(roots, children, depth)
+    added = _seed_products(products, leaves)
+    customer_ids = _seed_customers(customers, customer_password)
+    reviews = _seed_reviews(customer_ids, products)
+    if added or reviews:
+        clear_all()
+    total_categories = db.session.scalar(select(func.count()).select_from(Category))
+    click.echo(
+        f"Seeded: {total_categories} categories, {added} new products, "
+        f"{len(customer_ids)} customers, {reviews} reviews in {time.perf_counter() - started:.1f}s"
+    )
+
+
+@users_cli.command("create-admin")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def create_admin_command(username, email, password):
+    """Create an admin account."""
+    if len(password) < 8:
+        raise click.ClickException("The password must have at least 8 characters.")
+    try:
+        user = user_services.create_admin(username, email, password)
+    except DomainError as error:
+        raise click.ClickException(error.detail) from None
+    click.echo(f"Admin {user.username} created with id {user.id}.")
+
+
+@users_cli.command("set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(Role.values()))
+def set_role_command(username, role):
+    """Give an existing account a role."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"No user named {username}.")
+    user.role = Role(role)
+    db.session.commit()
+    click.echo(f"{username} is now {role}.")
+
+
+@users_cli.command("deactivate")
+@click.argument("username")
+def deactivate_command(username):
+    """Block an account: it can no longer log in and its tokens stop working."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"No user named {username}.")
+    user.is_active = False
+    db.session.commit()
+    click.echo(f"{username} is deactivated.")
+
+
+@cache_cli.command("clear")
+def cache_clear_command():
+    """Drop every cached catalog entry."""
+    clear_all()
+    click.echo("Cache cleared.")
+
+
+@auth_cli.command("purge-sessions")
+@click.option("--older-than-days", default=1, show_default=True)
+def purge_sessions_command(older_than_days):
+    """Delete login sessions expired or revoked more than N days ago."""
+    removed = purge_expired_logins(timedelta(days=older_than_days))
+    click.echo(f"Removed {removed} login sessions.")
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(seed_command)
+    app.cli.add_command(users_cli)
+    app.cli.add_command(cache_cli)
+    app.cli.add_command(auth_cli)

@@ -1,0 +1,168 @@
+"""Configuration, read from the environment once (12-factor).
+
+Every setting has an embedded default so that a bare ``make run`` works: SQLite in
+``instance/``, an in-process cache and rate-limit store. Setting ``DATABASE_URL`` and
+``REDIS_URL`` switches to PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", PROJECT_ROOT / "instance"))
+
+# prometheus_client reads this variable itself; it must be set before the first import.
+METRICS_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+DEV_SECRET = "dev-only-secret-change-me-in-production-0123456789"
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    value = env_str(name)
+    return int(value) if value is not None else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalise_database_url(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare
+    ``postgresql://``), and accept the ``postgres://`` spelling too."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme) :]
+    return url
+
+
+class Config:
+    """Production-shaped defaults, overridable from the environment."""
+
+    TESTING = False
+    DEBUG = False
+
+    SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET)
+    JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", SECRET_KEY)
+
+    # Database: SQLite in instance/ unless DATABASE_URL says otherwise.
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(
+        env_str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'ecommerce.db'}")
+    )
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
+    DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
+    DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
+    DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15000)
+
+    # Redis: cache and rate-limit storage. Absent -> in-process stores.
+    REDIS_URL = env_str("REDIS_URL")
+    CACHE_DEFAULT_TIMEOUT = env_int("CACHE_DEFAULT_TIMEOUT", 300)
+    CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ecommerce:")
+    PRODUCT_CACHE_TIMEOUT = env_int("PRODUCT_CACHE_TIMEOUT", 300)
+    PRODUCT_LIST_CACHE_TIMEOUT = env_int("PRODUCT_LIST_CACHE_TIMEOUT", 60)
+
+    # Auth
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=env_int("JWT_ACCESS_TOKEN_EXPIRES", 15 * 60))
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(seconds=env_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600))
+    JWT_TOKEN_LOCATION = ["headers"]
+    JWT_ERROR_MESSAGE_KEY = "detail"
+    PASSWORD_MIN_LENGTH = 8
+    PASSWORD_HASH_TIME_COST = env_int("PASSWORD_HASH_TIME_COST", 3)
+    PASSWORD_HASH_MEMORY_KIB = env_int("PASSWORD_HASH_MEMORY_KIB", 65536)
+    PASSWORD_HASH_PARALLELISM = env_int("PASSWORD_HASH_PARALLELISM", 2)
+
+    # Rate limits (Flask-Limiter reads RATELIMIT_* itself).
+    AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10/minute")
+    RATELIMIT_DEFAULT = env_str("RATELIMIT_DEFAULT")
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STRATEGY = "moving-window"
+    RATELIMIT_KEY_PREFIX = env_str("RATELIMIT_KEY_PREFIX", "ecommerce-rl")
+
+    # HTTP
+    MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    CORS_ORIGINS = [o.strip() for o in (env_str("CORS_ORIGINS", "") or "").split(",") if o.strip()]
+    TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0)
+    LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+    LOG_JSON = env_bool("LOG_JSON", True)
+
+    # OpenAPI (flask-smorest)
+    API_TITLE = "E-commerce API"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "/docs/"
+    # Swagger UI's assets are served by the app itself (swagger-ui-bundle), not a CDN.
+    OPENAPI_SWAGGER_UI_URL = "/api/docs/assets/"
+    API_SPEC_OPTIONS = {
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+        }
+    }
+
+    @classmethod
+    def uses_redis(cls) -> bool:
+        return bool(cls.REDIS_URL)
+
+
+class DevelopmentConfig(Config):
+    DEBUG = env_bool("FLASK_DEBUG", False)
+
+
+class TestingConfig(Config):
+    TESTING = True
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(
+        env_str("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_test")
+    )
+    REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    CACHE_KEY_PREFIX = env_str("TEST_CACHE_KEY_PREFIX", "ecommerce-test:")
+    RATELIMIT_KEY_PREFIX = "ecommerce-test-rl"
+    SECRET_KEY = "testing-secret-key-that-is-long-enough-0123456789"
+    JWT_SECRET_KEY = "testing-jwt-secret-key-that-is-long-enough-0123456789"
+    # Rate limits are exercised by their own tests with an app made for them.
+    AUTH_RATE_LIMIT = "1000/minute"
+    LOG_JSON = False
+    LOG_LEVEL = env_str("TEST_LOG_LEVEL", "WARNING")
+    # Cheap hashes keep the suite fast; production keeps argon2's defaults.
+    PASSWORD_HASH_TIME_COST = 1
+    PASSWORD_HASH_MEMORY_KIB = 1024
+    PASSWORD_HASH_PARALLELISM = 1
+
+
+class ProductionConfig(Config):
+    """Refuses to start with a default or short secret."""
+
+    MIN_SECRET_LENGTH = 32
+
+    @classmethod
+    def validate(cls) -> None:
+        for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            value = getattr(cls, name) or ""
+            if value == DEV_SECRET or len(value) < cls.MIN_SECRET_LENGTH:
+                raise RuntimeError(
+                    f"{name} must be set to a random value of at least "
+                    f"{cls.MIN_SECRET_LENGTH} characters in production"
+                )
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env() -> type[Config]:
+    return CONFIGS[env_str("APP_ENV", "development")]

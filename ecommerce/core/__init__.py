@@ -1,0 +1,1 @@
+"""Shared bases every resource package builds on."""

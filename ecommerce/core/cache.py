@@ -1,0 +1,184 @@
+"""Response caching for the catalog: cached JSON bytes, stampede control, purge after commit.
+
+What is cached is the finished JSON body (and its ETag), so a hit costs one cache round trip
+and no serialisation. Reads survive a dead cache: any cache error opens a short circuit
+breaker and the read is answered from the database.
+
+Writes never purge before their transaction commits: services call ``invalidate_product`` /
+``invalidate_product_lists``, which queue the purge on the SQLAlchemy session; it runs in the
+session's ``after_commit`` event and is dropped on rollback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response, request
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from ecommerce.extensions import cache
+
+log = logging.getLogger(__name__)
+
+CACHE_REQUESTS = Counter("ecommerce_cache_requests_total", "Catalog cache look-ups", ["entity", "result"])
+
+LOCK_TTL_SECONDS = 10
+LOCK_WAIT_SECONDS = 3.0
+LOCK_POLL_SECONDS = 0.02
+BREAKER_OPEN_SECONDS = 2.0
+PRODUCT_LIST_VERSION_KEY = "products:list:version"
+
+_CACHE_ERRORS = (RedisError, OSError)
+_breaker_open_until = 0.0
+
+
+@dataclass(frozen=True)
+class CachedJSON:
+    """A finished JSON body with its ETag, and the total row count for list pages."""
+
+    body: bytes
+    etag: str
+    total: int | None = None
+
+    def to_response(self) -> Response:
+        """The body as a JSON response with its ETag; 304 when the client's copy is current."""
+        response = Response(self.body, mimetype="application/json")
+        response.headers["ETag"] = self.etag
+        response.headers["Cache-Control"] = "no-cache"
+        return response.make_conditional(request)
+
+    @classmethod
+    def from_data(cls, data: Any, total: int | None = None) -> CachedJSON:
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(body=body, etag='"' + hashlib.sha1(body).hexdigest() + '"', total=total)
+
+
+def _cache_call(operation: Callable[[], Any], default: Any = None, *, always: bool = False) -> Any:
+    """Run one cache operation; on a cache failure open the breaker and return ``default``.
+
+    Reads skip the cache while the breaker is open; purges (``always``) are tried anyway, so a
+    write is never left unpurged merely because an earlier read failed.
+    """
+    global _breaker_open_until
+    if not always and time.monotonic() < _breaker_open_until:
+        return default
+    try:
+        return operation()
+    except _CACHE_ERRORS as exc:
+        _breaker_open_until = time.monotonic() + BREAKER_OPEN_SECONDS
+        log.warning("cache unavailable, serving from the database: %s", exc)
+        return default
+
+
+def _acquire_lock(key: str) -> bool:
+    backend = cache.cache
+    redis_client = getattr(backend, "_write_client", None)
+    if redis_client is not None:
+        # One atomic SET NX EX, so a crashed holder's lock always expires.
+        full_key = backend._get_prefix() + key
+        return bool(redis_client.set(full_key, uuid.uuid4().hex, nx=True, ex=LOCK_TTL_SECONDS))
+    return bool(backend.add(key, 1, timeout=LOCK_TTL_SECONDS))
+
+
+def get_or_compute(key: str, compute: Callable[[], CachedJSON], timeout: int, entity: str) -> CachedJSON:
+    """The cached value of ``key``; on a miss, computed by exactly one caller at a time."""
+    hit = _cache_call(lambda: cache.get(key))
+    if hit is not None:
+        CACHE_REQUESTS.labels(entity, "hit").inc()
+        return hit
+    CACHE_REQUESTS.labels(entity, "miss").inc()
+
+    lock_key = key + ":lock"
+    if not _cache_call(lambda: _acquire_lock(lock_key), default=True):
+        # Another request is computing this key: wait for its result rather than pile on
+        # the database. If it never arrives, compute it ourselves.
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(LOCK_POLL_SECONDS)
+            hit = _cache_call(lambda: cache.get(key))
+            if hit is not None:
+                return hit
+        return compute()
+    try:
+        value = compute()
+        _cache_call(lambda: cache.set(key, value, timeout=timeout))
+        return value
+    finally:
+        _cache_call(lambda: cache.delete(lock_key))
+
+
+def product_key(product_id: int) -> str:
+    return f"product:{product_id}"
+
+
+def product_list_version() -> str:
+    """The generation of every cached product list; a catalog write starts a new one.
+
+    The version is a time-based token, not a counter, so a version key lost to eviction
+    never brings back entries from an older generation.
+    """
+    version = _cache_call(lambda: cache.get(PRODUCT_LIST_VERSION_KEY))
+    if version is None:
+        fresh = str(time.time_ns())
+        _cache_call(lambda: cache.add(PRODUCT_LIST_VERSION_KEY, fresh, timeout=0))
+        version = _cache_call(lambda: cache.get(PRODUCT_LIST_VERSION_KEY)) or fresh
+    return version
+
+
+def product_list_key(version: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
+    digest = hashlib.sha1(canonical.encode()).hexdigest()
+    return f"products:list:{version}:{digest}"
+
+
+# -- purge after commit -------------------------------------------------------------------
+
+_PENDING_KEY = "ecommerce_cache_purges"
+
+
+def _pending(session: Session) -> dict[str, Any]:
+    return session.info.setdefault(_PENDING_KEY, {"keys": set(), "lists": False})
+
+
+def invalidate_product(session: Session, product_id: int) -> None:
+    """Purge the product's detail and every product list, once the transaction commits."""
+    pending = _pending(session)
+    pending["keys"].add(product_key(product_id))
+    pending["lists"] = True
+
+
+def invalidate_product_lists(session: Session) -> None:
+    """Start a new generation of product lists, once the transaction commits."""
+    _pending(session)["lists"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _purge_after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, None)
+    if not pending:
+        return
+    if pending["keys"]:
+        _cache_call(lambda: cache.delete_many(*pending["keys"]), always=True)
+    if pending["lists"]:
+        new_version = str(time.time_ns())
+        _cache_call(lambda: cache.set(PRODUCT_LIST_VERSION_KEY, new_version, timeout=0), always=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_purges_on_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def clear_all() -> None:
+    """Drop every cached entry of this application (``flask cache clear``)."""
+    cache.clear()

@@ -1,0 +1,191 @@
+"""Domain errors, and the one place that turns any error into application/problem+json.
+
+Services raise ``DomainError`` subclasses; HTTP, validation, rate-limit and unexpected errors
+are all rendered here as RFC 9457 problem details, so no HTML page or stack trace ever reaches
+a client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, g
+from flask_limiter.errors import RateLimitExceeded
+from marshmallow import Schema, fields
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, as every error answer carries them."""
+
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    request_id = fields.String()
+    errors = fields.Dict(keys=fields.String(), metadata={"description": "field -> messages"})
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class NotFound(DomainError):
+    status = 404
+    title = "Not found"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    title = "Forbidden"
+
+
+class Conflict(DomainError):
+    status = 409
+    title = "Conflict"
+
+
+class InsufficientStock(Conflict):
+    title = "Insufficient stock"
+
+
+class InvalidTransition(Conflict):
+    title = "Illegal state change"
+
+
+class ValidationFailed(DomainError):
+    status = 422
+    title = "Validation failed"
+
+    def __init__(self, errors: dict[str, list[str]], detail: str | None = None) -> None:
+        super().__init__(detail or "The request contains invalid fields.", errors=errors)
+
+
+class ServiceUnavailable(DomainError):
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or phrase,
+        "status": status,
+        "detail": detail or phrase,
+    }
+    request_id = g.get("request_id") if g else None
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_CONTENT_TYPE)
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _flatten_validation_messages(messages: Any) -> dict[str, Any]:
+    """webargs nests messages under their location ({"json": {...}}); the contract does not."""
+    if not isinstance(messages, dict):
+        return {"_schema": messages if isinstance(messages, list) else [str(messages)]}
+    flat: dict[str, Any] = {}
+    for location, field_messages in messages.items():
+        if isinstance(field_messages, dict):
+            flat.update(field_messages)
+        else:
+            flat[location] = field_messages if isinstance(field_messages, list) else [str(field_messages)]
+    return flat
+
+
+def handle_domain_error(error: DomainError) -> Response:
+    headers = {}
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return problem(error.status, error.detail, title=error.title, headers=headers, **error.extra)
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    headers = dict(data.get("headers") or {})
+    if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    messages = data.get("messages")
+    if messages is not None and status == 400:
+        detail = "The request body is not valid JSON."
+        return problem(status, detail, headers=headers)
+    if messages is not None:
+        return problem(
+            status,
+            "The request contains invalid fields.",
+            title="Validation failed",
+            headers=headers,
+            errors=_flatten_validation_messages(messages),
+        )
+    detail = data.get("message") or error.description
+    return problem(status, detail, headers=headers)
+
+
+def handle_rate_limit(error: RateLimitExceeded) -> Response:
+    retry_after = "60"
+    limit = getattr(error, "limit", None)
+    if limit is not None:
+        retry_after = str(limit.limit.get_expiry())
+    return problem(
+        429,
+        f"Too many requests: the limit is {error.description}.",
+        headers={"Retry-After": retry_after},
+    )
+
+
+def handle_database_unavailable(error: DBAPIError) -> Response:
+    # A connection-level failure (database down, failover in progress): retryable.
+    if isinstance(error, OperationalError) or error.connection_invalidated:
+        log.warning("database unavailable: %s", error.orig)
+        return problem(503, "The database is unavailable, try again shortly.", headers={"Retry-After": "5"})
+    return handle_unexpected(error)
+
+
+def handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error", exc_info=error)
+    return problem(500, "An unexpected error occurred.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limit)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DBAPIError, handle_database_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,47 @@
+"""Extensions, created unbound here and bound to an app by ``init_app`` in the factory."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_caching import Cache
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_migrate import Migrate
+from flask_smorest import Api
+from flask_sqlalchemy import SQLAlchemy
+from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+from sqlalchemy import MetaData
+
+from ecommerce.config import METRICS_MULTIPROCESS
+from ecommerce.errors import ProblemSchema
+
+# Deterministic constraint names, so migrations can drop and alter them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def client_ip() -> str:
+    """The client address; ProxyFix has already applied the trusted hop count."""
+    return request.remote_addr or "unknown"
+
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+migrate = Migrate()
+api = Api()
+api.ERROR_SCHEMA = ProblemSchema  # document errors as the problem+json they are
+jwt = JWTManager()
+cache = Cache()
+limiter = Limiter(key_func=client_ip)
+
+# Under gunicorn with PROMETHEUS_MULTIPROC_DIR set, every worker writes its samples to that
+# folder and /metrics sums them; otherwise the process's own registry is served.
+_metrics_class = GunicornInternalPrometheusMetrics if METRICS_MULTIPROCESS else PrometheusMetrics
+metrics = _metrics_class.for_app_factory(
+    group_by="endpoint", excluded_paths=["/metrics", "/healthz"], defaults_prefix="ecommerce"
+)

@@ -1,0 +1,9 @@
+"""Health. `blp` is loaded on first use, so importing this package's models pulls in no routes."""
+
+
+def __getattr__(name: str):
+    if name == "blp":
+        from ecommerce.health.routes import blp
+
+        return blp
+    raise AttributeError(name)

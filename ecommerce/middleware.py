@@ -1,0 +1,145 @@
+"""Request plumbing: request id, body and content-type rules, CORS, security headers, access log.
+
+Everything here runs for every request, before and after the view, in this order:
+request id -> body-size limit -> content type -> NUL guard ... view ... -> headers -> access log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+from flask_jwt_extended import get_jwt_identity
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from ecommerce.errors import problem
+
+access_log = logging.getLogger("ecommerce.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "geolocation=(), camera=(), microphone=()",
+}
+# JSON answers may not be rendered as documents at all; Swagger UI needs its CDN assets.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
+
+
+def _assign_request_id() -> None:
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def _check_body() -> Response | None:
+    if request.method not in _BODY_METHODS:
+        return None
+    length = request.content_length
+    limit = request.max_content_length
+    if length is not None and limit is not None and length > limit:
+        return problem(413, f"The request body exceeds {limit} bytes.")
+    has_body = bool(length) or request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    if has_body and not _JSON_TYPES.match(request.mimetype or ""):
+        return problem(415, "Send the request body as application/json.")
+    if has_body and (b"\\u0000" in (data := request.get_data(cache=True)) or b"\x00" in data):
+        return problem(
+            422,
+            "NUL characters are not allowed.",
+            title="Validation failed",
+            errors={"_schema": ["NUL characters are not allowed."]},
+        )
+    return None
+
+
+def _check_query() -> Response | None:
+    if "\x00" in request.query_string.decode("latin-1") or "%00" in request.query_string.decode("latin-1"):
+        return problem(
+            422,
+            "NUL characters are not allowed.",
+            title="Validation failed",
+            errors={"_schema": ["NUL characters are not allowed."]},
+        )
+    return None
+
+
+def _cors_preflight() -> Response | None:
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        return Response(status=204)
+    return None
+
+
+def _add_headers(response: Response, cors_origins: list[str]) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    is_docs = request.path.startswith("/api/docs")
+    response.headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
+    origin = request.headers.get("Origin")
+    if origin and origin in cors_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = (
+            "X-Request-ID, X-Pagination, Link, ETag, Retry-After, Idempotent-Replayed"
+        )
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-ID"
+            )
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def _log_request(response: Response) -> Response:
+    started = g.get("request_started")
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+    try:
+        user_id = get_jwt_identity()
+    except Exception:  # no JWT verified for this request
+        user_id = None
+    access_log.info(
+        "%s %s %s %sms",
+        request.method,
+        request.path,
+        response.status_code,
+        elapsed_ms,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "route": request.url_rule.rule if request.url_rule else None,
+            "status": response.status_code,
+            "latency_ms": elapsed_ms,
+            "user_id": user_id,
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response
+
+
+def register_middleware(app: Flask) -> None:
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    cors_origins = app.config["CORS_ORIGINS"]
+
+    app.before_request(_assign_request_id)
+    app.before_request(_check_body)
+    app.before_request(_check_query)
+    app.before_request(_cors_preflight)
+    app.after_request(lambda response: _add_headers(response, cors_origins))
+    app.after_request(_log_request)

@@ -1,0 +1,74 @@
+"""Orders and their lines. Lines snapshot the unit price paid and the product's name."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ecommerce.core.models import IdMixin, StrEnum, TimestampMixin, enum_column_type
+from ecommerce.extensions import db
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+# The order status machine: every legal move, in one place next to the statuses.
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.CANCELLED}),
+    OrderStatus.PAID: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+
+class Order(IdMixin, TimestampMixin, db.Model):
+    __tablename__ = "orders"
+
+    # RESTRICT: orders are financial records; a user who has ordered cannot be hard-deleted.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), nullable=False)
+    order_status: Mapped[OrderStatus] = mapped_column(
+        enum_column_type(OrderStatus, "order_status"),
+        nullable=False,
+        default=OrderStatus.PENDING,
+        server_default=OrderStatus.PENDING.value,
+    )
+    total_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+    shipping_address: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+
+    items = relationship("OrderItem", order_by="OrderItem.id", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        CheckConstraint("total_amount >= 0", name="total_non_negative"),
+        # a user's orders, newest first
+        Index("ix_orders_user_id_created_at", "user_id", db.text("created_at DESC")),
+        # the admin's status filter, newest first
+        Index("ix_orders_order_status_created_at", "order_status", db.text("created_at DESC")),
+    )
+
+
+class OrderItem(IdMixin, db.Model):
+    __tablename__ = "order_items"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    # SET NULL: a product may leave the catalog; the line keeps its name and price paid.
+    product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("products.id", ondelete="SET NULL"), nullable=True
+    )
+    product_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    price: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("price >= 0", name="price_non_negative"),
+        Index("ix_order_items_order_id", "order_id"),
+        Index("ix_order_items_product_id", "product_id"),
+    )

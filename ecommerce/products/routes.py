@@ -1,0 +1,55 @@
+"""The product catalog."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+
+from ecommerce.core.blueprint import Blueprint
+from ecommerce.products import services
+from ecommerce.products.schemas import ProductQueryArgsSchema, ProductSchema, ProductUpdateSchema
+from ecommerce.users.models import Role
+
+blp = Blueprint("products", __name__, url_prefix="/api/products", description="Product catalog")
+
+
+@blp.route("/")
+class ProductsView(MethodView):
+    @blp.arguments(ProductQueryArgsSchema, location="query")
+    @blp.response(200, ProductSchema(many=True))
+    @blp.paginate()
+    def get(self, filters, pagination_parameters):
+        """List products, filtered and sorted (cached)"""
+        page = services.product_list_page(
+            filters, pagination_parameters.page, pagination_parameters.page_size
+        )
+        pagination_parameters.item_count = page.total
+        return page.to_response()
+
+    @blp.auth(role=Role.ADMIN)
+    @blp.arguments(ProductSchema)
+    @blp.response(201, ProductSchema)
+    def post(self, data):
+        """Create a product (admin)"""
+        return services.create_product(data)
+
+
+@blp.route("/<int:product_id>/")
+class ProductByIdView(MethodView):
+    @blp.response(200, ProductSchema)
+    @blp.alt_response(304, description="Not modified (If-None-Match)")
+    def get(self, product_id):
+        """Read a product (cached, with ETag)"""
+        return services.product_detail(product_id).to_response()
+
+    @blp.auth(role=Role.ADMIN)
+    @blp.arguments(ProductUpdateSchema)
+    @blp.response(200, ProductSchema)
+    def patch(self, changes, product_id):
+        """Update a product (admin); visible on the next read everywhere"""
+        return services.update_product(product_id, changes)
+
+    @blp.auth(role=Role.ADMIN)
+    @blp.response(204)
+    def delete(self, product_id):
+        """Delete a product (admin)"""
+        services.delete_product(product_id)

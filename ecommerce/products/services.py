@@ -1,0 +1,142 @@
+"""The catalog: cached reads, and writes that purge the cache after they commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Select, func, literal_column, or_, select
+
+from ecommerce.categories.models import Category
+from ecommerce.categories.services import descendant_ids
+from ecommerce.core.cache import (
+    CachedJSON,
+    get_or_compute,
+    invalidate_product,
+    product_key,
+    product_list_key,
+    product_list_version,
+)
+from ecommerce.errors import NotFound, ValidationFailed
+from ecommerce.extensions import db
+from ecommerce.products.models import Product, search_document
+from ecommerce.products.schemas import ProductSchema
+
+_product_schema = ProductSchema()
+_products_schema = ProductSchema(many=True)
+
+SORT_COLUMNS = {
+    "price": (Product.price.asc(), Product.id.asc()),
+    "-price": (Product.price.desc(), Product.id.desc()),
+    "name": (Product.name.asc(), Product.id.asc()),
+    "-name": (Product.name.desc(), Product.id.desc()),
+    "created_at": (Product.created_at.asc(), Product.id.asc()),
+    "-created_at": (Product.created_at.desc(), Product.id.desc()),
+    "-rating": (Product.rating_avg.desc(), Product.id.desc()),
+    "id": (Product.id.asc(),),
+}
+
+
+def get_product(product_id: int) -> Product:
+    product = db.session.get(Product, product_id)
+    if product is None:
+        raise NotFound("No such product.")
+    return product
+
+
+def product_detail(product_id: int) -> CachedJSON:
+    """The product as finished JSON, from the cache when warm."""
+
+    def compute() -> CachedJSON:
+        return CachedJSON.from_data(_product_schema.dump(get_product(product_id)))
+
+    return get_or_compute(
+        product_key(product_id),
+        compute,
+        current_app.config["PRODUCT_CACHE_TIMEOUT"],
+        entity="product",
+    )
+
+
+def _filtered(filters: dict[str, Any]) -> Select:
+    statement = select(Product)
+    if "category" in filters:
+        statement = statement.where(Product.category_id.in_(descendant_ids(filters["category"])))
+    if "min_price" in filters:
+        statement = statement.where(Product.price >= filters["min_price"])
+    if "max_price" in filters:
+        statement = statement.where(Product.price <= filters["max_price"])
+    if filters.get("in_stock") is True:
+        statement = statement.where(Product.stock_quantity > 0)
+    elif filters.get("in_stock") is False:
+        statement = statement.where(Product.stock_quantity == 0)
+    if "q" in filters:
+        statement = statement.where(_text_match(filters["q"]))
+    return statement
+
+
+def _text_match(query: str):
+    if db.session.get_bind().dialect.name == "postgresql":
+        return search_document().op("@@")(
+            func.websearch_to_tsquery(literal_column("'english'::regconfig"), query)
+        )
+    # SQLite: no full-text engine configured; a case-insensitive substring match.
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+    return or_(Product.name.ilike(pattern, escape="\\"), Product.description.ilike(pattern, escape="\\"))
+
+
+def list_products(filters: dict[str, Any], page: int, page_size: int) -> tuple[list[Product], int]:
+    statement = _filtered(filters)
+    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
+    order = SORT_COLUMNS[filters.get("sort", "id")]
+    products = db.session.scalars(
+        statement.order_by(*order).limit(page_size).offset((page - 1) * page_size)
+    ).all()
+    return list(products), total
+
+
+def product_list_page(filters: dict[str, Any], page: int, page_size: int) -> CachedJSON:
+    """One page of the product list as finished JSON (with its total), cached per filter set."""
+    key = product_list_key(product_list_version(), {**filters, "page": page, "page_size": page_size})
+
+    def compute() -> CachedJSON:
+        products, total = list_products(filters, page, page_size)
+        return CachedJSON.from_data(_products_schema.dump(products), total=total)
+
+    return get_or_compute(
+        key, compute, current_app.config["PRODUCT_LIST_CACHE_TIMEOUT"], entity="product_list"
+    )
+
+
+def _check_category(category_id: int) -> None:
+    if db.session.get(Category, category_id) is None:
+        raise ValidationFailed({"category_id": ["No such category."]})
+
+
+def create_product(data: dict[str, Any]) -> Product:
+    _check_category(data["category_id"])
+    product = Product(**data)
+    db.session.add(product)
+    db.session.flush()
+    invalidate_product(db.session, product.id)
+    db.session.commit()
+    return product
+
+
+def update_product(product_id: int, changes: dict[str, Any]) -> Product:
+    product = get_product(product_id)
+    if "category_id" in changes:
+        _check_category(changes["category_id"])
+    for field, value in changes.items():
+        setattr(product, field, value)
+    invalidate_product(db.session, product.id)
+    db.session.commit()
+    return product
+
+
+def delete_product(product_id: int) -> None:
+    """Remove a product. Carts and reviews go with it; order lines keep their snapshot."""
+    product = get_product(product_id)
+    db.session.delete(product)
+    invalidate_product(db.session, product_id)
+    db.session.commit()

@@ -1,0 +1,61 @@
+"""Profiles and the admin's view of accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from ecommerce.auth.services import hash_password, register_user, revoke_other_logins, verify_password
+from ecommerce.errors import Conflict, NotFound, ValidationFailed
+from ecommerce.extensions import db
+from ecommerce.users.models import Role, User
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+def list_users(filters: dict[str, Any], page: int, page_size: int) -> tuple[list[User], int]:
+    statement = select(User)
+    if "role" in filters:
+        statement = statement.where(User.role == filters["role"])
+    if "q" in filters:
+        pattern = "%" + filters["q"].replace("%", r"\%").replace("_", r"\_") + "%"
+        statement = statement.where(
+            or_(User.username.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\"))
+        )
+    total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
+    users = db.session.scalars(
+        statement.order_by(User.id).limit(page_size).offset((page - 1) * page_size)
+    ).all()
+    return list(users), total
+
+
+def update_profile(user: User, changes: dict[str, Any], current_family_id: str | None) -> User:
+    """Change one's own profile; a new password needs the current one and ends other logins."""
+    if "password" in changes:
+        if not verify_password(user.password_hash, changes.get("current_password") or ""):
+            raise ValidationFailed({"current_password": ["The current password is not correct."]})
+        user.password_hash = hash_password(changes["password"])
+        revoke_other_logins(user.id, current_family_id, reason="password_change")
+    if "email" in changes:
+        user.email = changes["email"].strip().lower()
+    for field in ("first_name", "last_name"):
+        if field in changes:
+            setattr(user, field, changes[field])
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("That email is already registered.") from None
+    return user
+
+
+def create_admin(username: str, email: str, password: str) -> User:
+    """Create an admin account (the CLI's only way to make one)."""
+    return register_user(username=username, email=email, password=password, role=Role.ADMIN)

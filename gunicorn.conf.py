@@ -1,0 +1,49 @@
+"""gunicorn settings: gevent workers, sized from the cores, recycled with jitter.
+
+Every value can be overridden from the environment (the names in capitals below).
+"""
+
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gevent"
+
+# With Redis, workers share the cache and the limits: one worker per core (gevent gives each
+# many concurrent requests). On the embedded defaults the cache and the rate-limit store
+# live in process memory, so one worker keeps them coherent.
+_default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
+workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 1000))
+
+# Recycle workers now and then (leaks happen); jitter stops them all restarting at once.
+max_requests = int(os.environ.get("MAX_REQUESTS", 10000))
+max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", 1000))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 20))
+keepalive = int(os.environ.get("KEEPALIVE", 5))
+
+# Several instances run side by side: no shared control socket.
+control_socket_disable = True
+
+accesslog = None  # the app writes its own structured access log
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+proc_name = os.environ.get("INSTANCE_NAME", "ecommerce")
+
+
+def post_fork(server, worker):
+    # Database waits must yield to other greenlets: psycopg2 is C code that gevent's monkey
+    # patching cannot reach, so psycogreen installs a wait callback in each worker before it
+    # opens any connection.
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+
+
+def child_exit(server, worker):
+    # Multiprocess Prometheus metrics: drop a dead worker's live gauges.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

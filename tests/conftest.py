@@ -1,0 +1,161 @@
+"""Test fixtures.
+
+The schema is built once per run by the real migrations on PostgreSQL (``TEST_DATABASE_URL``,
+default: a database ``ecommerce_test`` on 127.0.0.1:5432, created here), with Redis on
+``TEST_REDIS_URL`` (default: database 15 of 127.0.0.1:6379, flushed before every test).
+
+- API tests use ``client``: every test runs inside one transaction that is rolled back.
+- Integration tests use ``committed``: data is really committed (several connections, threads,
+  other app instances see it) and every table is truncated afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+import redis
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from ecommerce import create_app
+from ecommerce.config import TestingConfig
+from ecommerce.extensions import db
+
+TABLES = [
+    "wishlist_items",
+    "wishlists",
+    "cart_items",
+    "shopping_carts",
+    "payments",
+    "order_items",
+    "orders",
+    "reviews",
+    "products",
+    "categories",
+    "auth_sessions",
+    "users",
+]
+
+
+def _recreate_database(url: str) -> None:
+    parsed = make_url(url)
+    admin = psycopg2.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 5432,
+        user=parsed.username or "postgres",
+        password=parsed.password,
+        dbname="postgres",
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (parsed.database,),
+        )
+        cursor.execute(f'DROP DATABASE IF EXISTS "{parsed.database}"')
+        cursor.execute(f'CREATE DATABASE "{parsed.database}"')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def app() -> Iterator[Flask]:
+    _recreate_database(TestingConfig.SQLALCHEMY_DATABASE_URI)
+    application = create_app(TestingConfig)
+    with application.app_context():
+        upgrade(directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client(app: Flask) -> redis.Redis:
+    return redis.Redis.from_url(app.config["REDIS_URL"])
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_client: redis.Redis) -> None:
+    # Database 15 (by default) belongs to the tests alone: cache entries and rate-limit
+    # counters never leak from one test into the next.
+    redis_client.flushdb()
+
+
+@pytest.fixture
+def db_transaction(app: Flask) -> Iterator[None]:
+    """Run the test inside one outer transaction that is rolled back at the end."""
+    with app.app_context():
+        connection = db.engine.connect()
+        outer = connection.begin()
+        original = db.session
+        db.session = db._make_scoped_session(
+            {"bind": connection, "join_transaction_mode": "create_savepoint"}
+        )
+        try:
+            yield
+        finally:
+            db.session.remove()
+            db.session = original
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def client(app: Flask, db_transaction: None):
+    return app.test_client()
+
+
+@pytest.fixture
+def committed(app: Flask) -> Iterator[None]:
+    """Let the test commit for real; empty every table afterwards."""
+    yield
+    with app.app_context():
+        db.session.remove()
+        db.session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.fixture
+def app_context(app: Flask) -> Iterator[None]:
+    with app.app_context():
+        yield
+
+
+def login(client, username: str, password: str = "password123") -> dict:
+    response = client.post("/api/auth/login/", json={"username": username, "password": password})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def user(client):
+    from tests.factories import UserFactory
+
+    return UserFactory()
+
+
+@pytest.fixture
+def admin(client):
+    from tests.factories import AdminFactory
+
+    return AdminFactory()
+
+
+@pytest.fixture
+def user_headers(client, user) -> dict[str, str]:
+    return bearer(login(client, user.username)["access_token"])
+
+
+@pytest.fixture
+def admin_headers(client, admin) -> dict[str, str]:
+    return bearer(login(client, admin.username)["access_token"])

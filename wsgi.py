@@ -1,0 +1,3 @@
+from ecommerce import create_app
+
+app = create_app()
