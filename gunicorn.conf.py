@@ -17,8 +17,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 1000))
 
 # Recycle workers now and then (leaks happen); jitter stops them all restarting at once.
-max_requests = int(os.environ.get("MAX_REQUESTS", 10000))
-max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", 1000))
+# High enough that a busy worker (thousands of requests a second) restarts every few
+# minutes, not every few seconds: each restart stalls its open connections briefly.
+max_requests = int(os.environ.get("MAX_REQUESTS", 200000))
+max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", 20000))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 20))
 keepalive = int(os.environ.get("KEEPALIVE", 5))

@@ -71,14 +71,14 @@ def _configure_stores(app: Flask) -> None:
     redis_url = app.config.get("REDIS_URL")
     redis_options = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
     if redis_url:
-        app.config.setdefault("CACHE_TYPE", "RedisCache")
+        app.config["CACHE_TYPE"] = app.config.get("CACHE_TYPE") or "RedisCache"
         app.config.setdefault("CACHE_REDIS_URL", redis_url)
         app.config.setdefault("CACHE_OPTIONS", dict(redis_options))
         app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url)
         app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(redis_options))
         app.extensions["redis"] = redis.Redis.from_url(redis_url, **redis_options)
     else:
-        app.config.setdefault("CACHE_TYPE", "SimpleCache")
+        app.config["CACHE_TYPE"] = app.config.get("CACHE_TYPE") or "SimpleCache"
         app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     # A dead Redis must not turn requests into 500s: limits fall back to process memory.
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)

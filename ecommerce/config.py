@@ -67,6 +67,8 @@ class Config:
 
     # Redis: cache and rate-limit storage. Absent -> in-process stores.
     REDIS_URL = env_str("REDIS_URL")
+    # Normally derived from REDIS_URL (RedisCache, else SimpleCache); NullCache turns caching off.
+    CACHE_TYPE = env_str("CACHE_TYPE")
     CACHE_DEFAULT_TIMEOUT = env_int("CACHE_DEFAULT_TIMEOUT", 300)
     CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ecommerce:")
     PRODUCT_CACHE_TIMEOUT = env_int("PRODUCT_CACHE_TIMEOUT", 300)

@@ -12,11 +12,11 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g, request
 from flask_limiter.errors import RateLimitExceeded
 from marshmallow import Schema, fields
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,28 @@ def handle_domain_error(error: DomainError) -> Response:
     headers = {}
     if isinstance(error, ServiceUnavailable):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Unauthorized):
+        # RFC 9110: every 401 names its scheme, as flask-jwt-extended's 401s already do.
+        headers["WWW-Authenticate"] = 'Bearer realm="api"'
     return problem(error.status, error.detail, title=error.title, headers=headers, **error.extra)
 
 
+def _as_routed_with_final_slash(error: HTTPException) -> HTTPException:
+    """Werkzeug answers 404 for ``DELETE /api/users/me`` (no slash, no such method) but 405 for
+    ``DELETE /api/users/me/``; both spellings of a path must answer alike."""
+    if error.code != 404 or request.url_rule is not None or request.path.endswith("/"):
+        return error
+    try:
+        current_app.create_url_adapter(request).match(request.path + "/", method=request.method)
+    except MethodNotAllowed as slash_error:
+        return slash_error
+    except HTTPException:
+        pass
+    return error
+
+
 def handle_http_exception(error: HTTPException) -> Response:
+    error = _as_routed_with_final_slash(error)
     status = error.code or 500
     data = getattr(error, "data", None) or {}
     headers = dict(data.get("headers") or {})

@@ -1,11 +1,13 @@
 """Request plumbing: request id, body and content-type rules, CORS, security headers, access log.
 
 Everything here runs for every request, before and after the view, in this order:
-request id -> body-size limit -> content type -> NUL guard ... view ... -> headers -> access log.
+request id -> body-size limit -> content type -> NUL guard -> JSON guard ... view ... -> headers
+-> access log.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -63,6 +65,29 @@ def _check_body() -> Response | None:
             title="Validation failed",
             errors={"_schema": ["NUL characters are not allowed."]},
         )
+    if has_body and length is None and limit is not None and len(data) >= limit:
+        # A chunked body has no Content-Length to refuse up front, and werkzeug silently cuts
+        # it at the limit: refuse it here instead of parsing the stump.
+        return problem(413, f"The request body exceeds {limit} bytes.")
+    if has_body:
+        return _check_json(data)
+    return None
+
+
+def _check_json(data: bytes) -> Response | None:
+    """Bodies that the JSON parser chokes on (deep nesting, 5000-digit numbers) or that
+    hold unpaired surrogates (which no UTF-8 column can store) are client errors, not 500s."""
+    try:
+        json.dumps(json.loads(data), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a ValueError too, so caught first
+        return problem(
+            422,
+            "Unpaired surrogate characters are not allowed.",
+            title="Validation failed",
+            errors={"_schema": ["Unpaired surrogate characters are not allowed."]},
+        )
+    except (ValueError, RecursionError):
+        return problem(400, "The request body is not valid JSON.")
     return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ecommerce.core.models import IdMixin, TimestampMixin
@@ -24,4 +24,13 @@ class Category(IdMixin, TimestampMixin, db.Model):
     __table_args__ = (
         UniqueConstraint("parent_id", "name", name="uq_categories_parent_id_name"),
         Index("ix_categories_parent_id", "parent_id"),
+        # The constraint above never fires for top-level categories (NULLs are distinct in a
+        # UNIQUE), so their names get a partial unique index of their own.
+        Index(
+            "uq_categories_root_name",
+            "name",
+            unique=True,
+            postgresql_where=text("parent_id IS NULL"),
+            sqlite_where=text("parent_id IS NULL"),
+        ),
     )

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Response, request
 from prometheus_client import Counter
@@ -39,6 +39,7 @@ BREAKER_OPEN_SECONDS = 2.0
 PRODUCT_LIST_VERSION_KEY = "products:list:version"
 
 _CACHE_ERRORS = (RedisError, OSError)
+T = TypeVar("T")
 _breaker_open_until = 0.0
 
 
@@ -90,8 +91,58 @@ def _acquire_lock(key: str) -> bool:
     return bool(backend.add(key, 1, timeout=LOCK_TTL_SECONDS))
 
 
-def get_or_compute(key: str, compute: Callable[[], CachedJSON], timeout: int, entity: str) -> CachedJSON:
-    """The cached value of ``key``; on a miss, computed by exactly one caller at a time."""
+# Store a freshly computed value only if no write has purged the key since the reader began:
+# the generation the reader saw must still be the current one. One script, so no write can
+# slip in between the check and the SET.
+_STORE_IF_GENERATION = """
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[3] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+def generation_key(key: str) -> str:
+    return key + ":gen"
+
+
+def _generation(key: str) -> str:
+    value = cache.get(generation_key(key))
+    return "" if value is None else str(value)
+
+
+def _store_if_unpurged(key: str, value: Any, timeout: int, generation: str) -> None:
+    backend = cache.cache
+    redis_client = getattr(backend, "_write_client", None)
+    if redis_client is not None:
+        prefix = backend._get_prefix()
+        redis_client.eval(
+            _STORE_IF_GENERATION,
+            2,
+            prefix + key,
+            prefix + generation_key(key),
+            backend.serializer.dumps(value),
+            max(backend._normalize_timeout(timeout), 0),
+            generation,
+        )
+    elif _generation(key) == generation:
+        # In-process caches: no greenlet switch between this check and the set.
+        cache.set(key, value, timeout=timeout)
+
+
+def get_or_compute(
+    key: str, compute: Callable[[], T], timeout: int, entity: str, *, guard_writes: bool = False
+) -> T:
+    """The cached value of ``key``; on a miss, computed by one caller at a time.
+
+    ``guard_writes``: the key is purged by writes (``invalidate_product``). A value computed
+    from a read that began before such a write committed is then never stored, so the cache
+    cannot keep a stale copy past the purge.
+    """
     hit = _cache_call(lambda: cache.get(key))
     if hit is not None:
         CACHE_REQUESTS.labels(entity, "hit").inc()
@@ -99,19 +150,30 @@ def get_or_compute(key: str, compute: Callable[[], CachedJSON], timeout: int, en
     CACHE_REQUESTS.labels(entity, "miss").inc()
 
     lock_key = key + ":lock"
-    if not _cache_call(lambda: _acquire_lock(lock_key), default=True):
-        # Another request is computing this key: wait for its result rather than pile on
-        # the database. If it never arrives, compute it ourselves.
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            time.sleep(LOCK_POLL_SECONDS)
-            hit = _cache_call(lambda: cache.get(key))
-            if hit is not None:
-                return hit
-        return compute()
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while not _cache_call(lambda: _acquire_lock(lock_key), default=True):
+        # Another request is computing this key: wait for its result rather than pile on the
+        # database, and take the lock over if the holder finishes without storing a value.
+        if time.monotonic() >= deadline:
+            return compute()
+        time.sleep(LOCK_POLL_SECONDS)
+        hit = _cache_call(lambda: cache.get(key))
+        if hit is not None:
+            return hit
     try:
+        # Look again under the lock: a caller that missed just before the previous holder
+        # stored the value and released the lock would otherwise compute it a second time.
+        hit = _cache_call(lambda: cache.get(key))
+        if hit is not None:
+            return hit
+        if not guard_writes:
+            value = compute()
+            _cache_call(lambda: cache.set(key, value, timeout=timeout))
+            return value
+        generation = _cache_call(lambda: _generation(key))
         value = compute()
-        _cache_call(lambda: cache.set(key, value, timeout=timeout))
+        if generation is not None:
+            _cache_call(lambda: _store_if_unpurged(key, value, timeout, generation))
         return value
     finally:
         _cache_call(lambda: cache.delete(lock_key))
@@ -167,6 +229,10 @@ def _purge_after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING_KEY, None)
     if not pending:
         return
+    for key in pending["keys"]:
+        # New generation first, then delete: a reader that began before the commit can no
+        # longer store its copy, and any copy stored before the bump is gone.
+        _cache_call(lambda key=key: cache.cache.inc(generation_key(key)), always=True)
     if pending["keys"]:
         _cache_call(lambda: cache.delete_many(*pending["keys"]), always=True)
     if pending["lists"]:

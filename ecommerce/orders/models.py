@@ -47,10 +47,15 @@ class Order(IdMixin, TimestampMixin, db.Model):
 
     __table_args__ = (
         CheckConstraint("total_amount >= 0", name="total_non_negative"),
-        # a user's orders, newest first
-        Index("ix_orders_user_id_created_at", "user_id", db.text("created_at DESC")),
+        # a user's orders, newest first (id breaks ties, so a page reads only its rows)
+        Index("ix_orders_user_id_created_at_id", "user_id", db.text("created_at DESC"), db.text("id DESC")),
         # the admin's status filter, newest first
-        Index("ix_orders_order_status_created_at", "order_status", db.text("created_at DESC")),
+        Index(
+            "ix_orders_order_status_created_at_id",
+            "order_status",
+            db.text("created_at DESC"),
+            db.text("id DESC"),
+        ),
     )
 
 

@@ -55,6 +55,7 @@ def product_detail(product_id: int) -> CachedJSON:
         compute,
         current_app.config["PRODUCT_CACHE_TIMEOUT"],
         entity="product",
+        guard_writes=True,
     )
 
 
@@ -85,27 +86,48 @@ def _text_match(query: str):
     return or_(Product.name.ilike(pattern, escape="\\"), Product.description.ilike(pattern, escape="\\"))
 
 
-def list_products(filters: dict[str, Any], page: int, page_size: int) -> tuple[list[Product], int]:
-    statement = _filtered(filters)
-    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
+def count_products(filters: dict[str, Any]) -> int:
+    # maintain_column_froms keeps FROM products: without a WHERE nothing else would imply it,
+    # and a bare SELECT count(*) is always 1.
+    statement = _filtered(filters).with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    return db.session.scalar(statement)
+
+
+def page_of_products(filters: dict[str, Any], page: int, page_size: int) -> list[Product]:
     order = SORT_COLUMNS[filters.get("sort", "id")]
-    products = db.session.scalars(
-        statement.order_by(*order).limit(page_size).offset((page - 1) * page_size)
-    ).all()
-    return list(products), total
+    statement = _filtered(filters).order_by(*order).limit(page_size).offset((page - 1) * page_size)
+    return list(db.session.scalars(statement))
+
+
+def list_products(filters: dict[str, Any], page: int, page_size: int) -> tuple[list[Product], int]:
+    """One page of products and the total, uncached."""
+    total = count_products(filters)
+    products = page_of_products(filters, page, page_size) if (page - 1) * page_size < total else []
+    return products, total
 
 
 def product_list_page(filters: dict[str, Any], page: int, page_size: int) -> CachedJSON:
-    """One page of the product list as finished JSON (with its total), cached per filter set."""
-    key = product_list_key(product_list_version(), {**filters, "page": page, "page_size": page_size})
+    """One page of the product list as finished JSON (with its total), cached per filter set.
+
+    The total is cached on its own, once per filter set: counting is the costly half of an
+    uncached page (a scan of every matching row), and every page of a filter shares it.
+    """
+    timeout = current_app.config["PRODUCT_LIST_CACHE_TIMEOUT"]
+    version = product_list_version()
+    key = product_list_key(version, {**filters, "page": page, "page_size": page_size})
+
+    def compute_total() -> int:
+        return count_products(filters)
 
     def compute() -> CachedJSON:
-        products, total = list_products(filters, page, page_size)
+        count_filters = {name: value for name, value in filters.items() if name != "sort"}
+        count_key = product_list_key(version, {**count_filters, "count": True})
+        total = get_or_compute(count_key, compute_total, timeout, entity="product_count")
+        offset = (page - 1) * page_size
+        products = page_of_products(filters, page, page_size) if offset < total else []
         return CachedJSON.from_data(_products_schema.dump(products), total=total)
 
-    return get_or_compute(
-        key, compute, current_app.config["PRODUCT_LIST_CACHE_TIMEOUT"], entity="product_list"
-    )
+    return get_or_compute(key, compute, timeout, entity="product_list")
 
 
 def _check_category(category_id: int) -> None:

@@ -24,6 +24,6 @@ class Review(IdMixin, TimestampMixin, db.Model):
     __table_args__ = (
         CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
         UniqueConstraint("user_id", "product_id", name="uq_reviews_user_id_product_id"),
-        # a product's reviews, newest first
-        Index("ix_reviews_product_id_created_at", "product_id", "created_at"),
+        # a product's reviews, newest first; id breaks ties so a page stops after page_size rows
+        Index("ix_reviews_product_id_created_at_id", "product_id", "created_at", "id"),
     )

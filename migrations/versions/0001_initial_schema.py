@@ -32,6 +32,7 @@ def upgrade():
     )
     with op.batch_alter_table('categories', schema=None) as batch_op:
         batch_op.create_index('ix_categories_parent_id', ['parent_id'], unique=False)
+        batch_op.create_index('uq_categories_root_name', ['name'], unique=True, postgresql_where=sa.text('parent_id IS NULL'), sqlite_where=sa.text('parent_id IS NULL'))
 
     op.create_table('users',
     sa.Column('username', sa.String(length=64), nullable=False),
@@ -75,8 +76,8 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.create_index('ix_orders_order_status_created_at', ['order_status', sa.literal_column('created_at DESC')], unique=False)
-        batch_op.create_index('ix_orders_user_id_created_at', ['user_id', sa.literal_column('created_at DESC')], unique=False)
+        batch_op.create_index('ix_orders_order_status_created_at_id', ['order_status', sa.literal_column('created_at DESC'), sa.literal_column('id DESC')], unique=False)
+        batch_op.create_index('ix_orders_user_id_created_at_id', ['user_id', sa.literal_column('created_at DESC'), sa.literal_column('id DESC')], unique=False)
 
     op.create_table('products',
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -199,7 +200,7 @@ def upgrade():
     sa.UniqueConstraint('user_id', 'product_id', name='uq_reviews_user_id_product_id')
     )
     with op.batch_alter_table('reviews', schema=None) as batch_op:
-        batch_op.create_index('ix_reviews_product_id_created_at', ['product_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_reviews_product_id_created_at_id', ['product_id', 'created_at', 'id'], unique=False)
 
     op.create_table('wishlist_items',
     sa.Column('wishlist_id', sa.Integer(), nullable=False),
@@ -222,7 +223,7 @@ def downgrade():
 
     op.drop_table('wishlist_items')
     with op.batch_alter_table('reviews', schema=None) as batch_op:
-        batch_op.drop_index('ix_reviews_product_id_created_at')
+        batch_op.drop_index('ix_reviews_product_id_created_at_id')
 
     op.drop_table('reviews')
     with op.batch_alter_table('payments', schema=None) as batch_op:
@@ -252,8 +253,8 @@ def downgrade():
 
     op.drop_table('products')
     with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.drop_index('ix_orders_user_id_created_at')
-        batch_op.drop_index('ix_orders_order_status_created_at')
+        batch_op.drop_index('ix_orders_user_id_created_at_id')
+        batch_op.drop_index('ix_orders_order_status_created_at_id')
 
     op.drop_table('orders')
     with op.batch_alter_table('auth_sessions', schema=None) as batch_op:
@@ -262,6 +263,7 @@ def downgrade():
     op.drop_table('auth_sessions')
     op.drop_table('users')
     with op.batch_alter_table('categories', schema=None) as batch_op:
+        batch_op.drop_index('uq_categories_root_name', postgresql_where=sa.text('parent_id IS NULL'), sqlite_where=sa.text('parent_id IS NULL'))
         batch_op.drop_index('ix_categories_parent_id')
 
     op.drop_table('categories')
