@@ -19,6 +19,7 @@ import pytest
 import redis
 from flask import Flask
 from flask_migrate import upgrade
+from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -86,6 +87,14 @@ def _clean_redis(redis_client: redis.Redis) -> None:
     redis_client.flushdb()
 
 
+class ConnectionBoundSession(FlaskSQLAlchemySession):
+    """Flask-SQLAlchemy's session picks the engine itself and ignores ``bind``; this one uses
+    the test's connection, so everything the test does stays inside its outer transaction."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        return bind if bind is not None else self.bind
+
+
 @pytest.fixture
 def db_transaction(app: Flask) -> Iterator[None]:
     """Run the test inside one outer transaction that is rolled back at the end."""
@@ -94,7 +103,11 @@ def db_transaction(app: Flask) -> Iterator[None]:
         outer = connection.begin()
         original = db.session
         db.session = db._make_scoped_session(
-            {"bind": connection, "join_transaction_mode": "create_savepoint"}
+            {
+                "bind": connection,
+                "join_transaction_mode": "create_savepoint",
+                "class_": ConnectionBoundSession,
+            }
         )
         try:
             yield
@@ -159,3 +172,51 @@ def user_headers(client, user) -> dict[str, str]:
 @pytest.fixture
 def admin_headers(client, admin) -> dict[str, str]:
     return bearer(login(client, admin.username)["access_token"])
+
+
+@pytest.fixture
+def make_instance(app: Flask, committed: None):
+    """Build extra app instances: each is its own ``create_app`` (own engine and pool) on the
+    same PostgreSQL database and Redis db, as a second server would be. Keyword arguments
+    override config values. Engines are disposed before ``committed`` truncates the tables."""
+    from ecommerce.extensions import limiter
+
+    built: list[Flask] = []
+
+    def make(**overrides) -> Flask:
+        instance = create_app(TestingConfig, **overrides)
+        built.append(instance)
+        return instance
+
+    yield make
+    for instance in built:
+        with instance.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    # Flask-Limiter is one extension object whose storage follows the app bound last; bind it
+    # back to the session app so that later tests count in the test Redis again.
+    limiter.init_app(app)
+
+
+def run_concurrently(calls: list, timeout: float = 60) -> list:
+    """Run every call in its own thread, released together by a barrier; their results in order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(len(calls), timeout=timeout)
+
+    def run(call):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls, timeout=timeout))
+
+
+@pytest.fixture(autouse=True)
+def _close_cache_breaker() -> None:
+    # The catalog cache's circuit breaker is process-wide state: an app built on a dead Redis
+    # opens it for a moment for every app in the process. Every test starts with it closed.
+    from ecommerce.core import cache as catalog_cache
+
+    catalog_cache._breaker_open_until = 0.0

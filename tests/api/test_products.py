@@ -180,3 +180,19 @@ def test_bad_list_queries_are_422(client, query):
     response = client.get(f"/api/products/?{query}")
     assert response.status_code == 422
     assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_unfiltered_total_counts_the_whole_catalog(client):
+    category = CategoryFactory()
+    for _ in range(3):
+        ProductFactory(category_id=category.id)
+    response = _page(client, "page_size=2")
+    meta = json.loads(response.headers["X-Pagination"])
+    # The test's transaction holds exactly these three products (everything else rolls back).
+    assert meta["total"] == 3 and meta["total_pages"] == 2
+    assert len(response.get_json()) == 2
+
+
+def test_tests_run_in_a_rolled_back_transaction(client):
+    # Guard for the fixture itself: a product committed by an earlier test must not be here.
+    assert _page(client, "page_size=1").headers["X-Pagination"] == json.dumps({"total": 0, "total_pages": 0})

@@ -1,0 +1,89 @@
+"""Probes and metrics: liveness, readiness with each dependency down, Prometheus text."""
+
+from __future__ import annotations
+
+import json
+
+from tests.factories import ProductFactory
+
+DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
+DEAD_DATABASE_URI = "postgresql+psycopg2://postgres@127.0.0.1:1/x"
+
+
+def _assert_unavailable(response, down: str, up: str) -> dict:
+    assert response.status_code == 503, response.get_json()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    problem = response.get_json()
+    assert problem["status"] == 503 and down in problem["detail"] and up not in problem["detail"]
+    assert problem["checks"][down] == "down" and problem["checks"][up] == "ok"
+    return problem
+
+
+def test_liveness(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert response.headers["X-Request-ID"]
+
+
+def test_readiness_with_everything_up(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+def test_redis_down_fails_readiness_but_reads_fall_back_to_the_database(app, make_instance):
+    with app.app_context():
+        product = ProductFactory(name="Fallback Lamp")
+        product_id, category_id = product.id, product.category_id
+    expected = app.test_client().get(f"/api/products/{product_id}/").get_json()
+
+    no_redis = make_instance(REDIS_URL=DEAD_REDIS_URL)
+    client = no_redis.test_client()
+
+    _assert_unavailable(client.get("/readyz"), down="redis", up="database")
+    assert client.get("/healthz").status_code == 200
+
+    detail = client.get(f"/api/products/{product_id}/")
+    assert detail.status_code == 200
+    assert detail.get_json() == expected
+    assert detail.headers["ETag"]
+    listed = client.get(f"/api/products/?category={category_id}")
+    assert listed.status_code == 200
+    assert [p["id"] for p in listed.get_json()] == [product_id]
+    assert json.loads(listed.headers["X-Pagination"])["total"] == 1
+    # Twice more: the open breaker path answers from the database too.
+    assert client.get(f"/api/products/{product_id}/").get_json() == expected
+    assert client.get("/api/products/").status_code == 200
+
+
+def test_database_down_fails_readiness(make_instance):
+    no_database = make_instance(SQLALCHEMY_DATABASE_URI=DEAD_DATABASE_URI)
+    client = no_database.test_client()
+
+    _assert_unavailable(client.get("/readyz"), down="database", up="redis")
+    assert client.get("/healthz").status_code == 200
+    # A read that needs the database is a retryable 503 problem, never a 500 or an HTML page.
+    read = client.get("/api/products/1/")
+    assert read.status_code == 503
+    assert read.headers["Content-Type"] == "application/problem+json"
+    assert read.headers["Retry-After"]
+
+
+def test_metrics_are_prometheus_text(client):
+    assert client.get("/api/products/").status_code == 200
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "version=0.0.4" in response.headers["Content-Type"]
+    text = response.get_data(as_text=True)
+    assert "# HELP ecommerce_http_request_duration_seconds" in text
+    assert "# TYPE ecommerce_http_request_duration_seconds histogram" in text
+    assert any(
+        line.startswith("ecommerce_http_request_duration_seconds_count{")
+        and 'endpoint="products.ProductsView"' in line
+        for line in text.splitlines()
+    )
+    assert "ecommerce_cache_requests_total" in text
+    assert 'endpoint="health.LivenessView"' not in text  # probes are not measured

@@ -1,0 +1,118 @@
+"""The app under the real gunicorn with gevent workers, on the test PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.factories import CategoryFactory, ProductFactory
+from tests.integration.servers import clean_env, gunicorn, wait_until
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def server(app, tmp_path_factory):
+    env = clean_env(
+        DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+        REDIS_URL=app.config["REDIS_URL"],
+        WEB_CONCURRENCY=str(WORKERS),
+        LOG_LEVEL="info",
+    )
+    with gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log") as running:
+        # Workers boot after the arbiter answers; wait until every one of them has said so.
+        wait_until(
+            lambda: len(re.findall(r"Booting worker with pid", running.log())) >= WORKERS,
+            20,
+            message="the workers to boot",
+        )
+        yield running
+
+
+@pytest.fixture
+def catalog(app, committed):
+    with app.app_context():
+        category_id = CategoryFactory().id
+        return [ProductFactory(category_id=category_id).id for _ in range(25)]
+
+
+def test_gevent_workers_serve_the_api(server, catalog):
+    log = server.log()
+    assert "Using worker: gevent" in log, log
+    assert len(re.findall(r"Booting worker with pid", log)) == WORKERS, log
+
+    ready = server.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+    listing = server.get("/api/products/", params={"page_size": 10})
+    assert listing.status_code == 200
+    pagination = json.loads(listing.headers["X-Pagination"])
+    assert pagination["total"] == len(catalog) and pagination["total_pages"] == 3
+    assert len(listing.json()) == 10
+
+    detail = server.get(f"/api/products/{catalog[0]}/")
+    assert detail.status_code == 200
+    not_modified = server.get(
+        f"/api/products/{catalog[0]}/", headers={"If-None-Match": detail.headers["ETag"]}
+    )
+    assert not_modified.status_code == 304
+
+    paths = [
+        f"/api/products/?page={n % 3 + 1}&page_size=10" if n % 2 else f"/api/products/{catalog[n % 25]}/"
+        for n in range(50)
+    ]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(lambda path: server.get(path, timeout=20), paths))
+    assert [r.status_code for r in responses] == [200] * 50
+    assert "Traceback" not in server.log()
+
+
+def test_database_waits_are_cooperative(app, server, catalog):
+    """psycogreen's wait callback makes a worker yield while psycopg2 waits on PostgreSQL.
+
+    With the products table locked, 20 reads of 20 (cold) products must all be waiting in
+    PostgreSQL at the same time, and /healthz must still answer. Without the callback each
+    gevent worker would block whole on its first query: at most one waiting query per worker.
+    """
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    connect = dict(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database
+    )
+    locker = psycopg2.connect(application_name="test-locker", **connect)
+    watcher = psycopg2.connect(application_name="test-watcher", **connect)
+    watcher.autocommit = True
+    ids = catalog[:20]
+    try:
+        with locker.cursor() as cursor:
+            cursor.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+
+        def waiting_queries() -> int:
+            with watcher.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                    "AND application_name = 'ecommerce' AND wait_event_type = 'Lock'",
+                    (url.database,),
+                )
+                return cursor.fetchone()[0]
+
+        with ThreadPoolExecutor(max_workers=len(ids)) as pool:
+            pending = [pool.submit(server.get, f"/api/products/{pid}/", timeout=30) for pid in ids]
+            try:
+                wait_until(lambda: waiting_queries() >= len(ids), 15, message="20 queries waiting at once")
+                # Only those greenlets wait: the same workers still answer other requests.
+                for _ in range(2 * WORKERS):
+                    assert server.get("/healthz", timeout=2).status_code == 200
+            finally:
+                locker.rollback()  # release the table, also when the waits were not seen
+            responses = [future.result(timeout=30) for future in pending]
+        assert [r.status_code for r in responses] == [200] * len(ids)
+        assert [r.json()["id"] for r in responses] == ids
+    finally:
+        locker.close()
+        watcher.close()
