@@ -49,3 +49,13 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_request(worker, req, environ, resp):
+    # gevent switches greenlets only when one would block. A keep-alive connection whose next
+    # request has already arrived would be served again and again while others wait, so each
+    # request ends by yielding to the other ready greenlets. Measured on one worker with 16
+    # connections (docs/performance_tuning.md): p99 205 ms -> 18 ms, throughput -7%.
+    import gevent
+
+    gevent.sleep(0)
