@@ -43,7 +43,8 @@ TABLES = [
 ]
 
 
-def _recreate_database(url: str) -> None:
+def _server_admin(url: str):
+    """An autocommit connection to the maintenance database of the server ``url`` is on."""
     parsed = make_url(url)
     admin = psycopg2.connect(
         host=parsed.host or "127.0.0.1",
@@ -53,14 +54,28 @@ def _recreate_database(url: str) -> None:
         dbname="postgres",
     )
     admin.autocommit = True
+    return admin
+
+
+def drop_database(url: str) -> None:
+    """Drop the database ``url`` names (ending its sessions first), if it exists."""
+    name = make_url(url).database
+    admin = _server_admin(url)
     with admin.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (parsed.database,),
+            (name,),
         )
-        cursor.execute(f'DROP DATABASE IF EXISTS "{parsed.database}"')
-        cursor.execute(f'CREATE DATABASE "{parsed.database}"')
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+def _recreate_database(url: str) -> None:
+    drop_database(url)
+    admin = _server_admin(url)
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{make_url(url).database}"')
     admin.close()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 from alembic import command
 from flask import Flask, current_app
@@ -19,7 +18,7 @@ from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
 from ecommerce.products.services import _text_match
-from tests.conftest import _recreate_database
+from tests.conftest import _recreate_database, drop_database
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")
 TABLES = {
@@ -78,22 +77,7 @@ def scratch_postgres_url() -> Iterator[str]:
     scratch = url.set(database=f"{url.database}_migrations")
     _recreate_database(scratch.render_as_string(hide_password=False))
     yield scratch.render_as_string(hide_password=False)
-    admin = psycopg2.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password,
-        dbname="postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (scratch.database,),
-        )
-        cursor.execute(f'DROP DATABASE IF EXISTS "{scratch.database}"')
-    admin.close()
+    drop_database(scratch.render_as_string(hide_password=False))
 
 
 def test_postgresql_upgrade_downgrade_upgrade(make_instance, scratch_postgres_url):
