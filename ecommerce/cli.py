@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select, text
 from ecommerce.auth.services import hash_password, purge_expired_logins
 from ecommerce.categories.models import Category
 from ecommerce.core.cache import clear_all
+from ecommerce.core.idempotency import purge_expired
 from ecommerce.core.models import utcnow
 from ecommerce.errors import DomainError
 from ecommerce.extensions import db
@@ -64,6 +65,7 @@ CHUNK = 5000
 users_cli = AppGroup("users", help="Manage user accounts.")
 cache_cli = AppGroup("cache", help="Manage the catalog cache.")
 auth_cli = AppGroup("auth", help="Manage login sessions.")
+idempotency_cli = AppGroup("idempotency", help="Manage stored Idempotency-Key responses.")
 
 
 def _ensure_categories(roots: int, children: int, depth: int) -> list[int]:
@@ -265,8 +267,15 @@ def purge_sessions_command(older_than_days):
     click.echo(f"Removed {removed} login sessions.")
 
 
+@idempotency_cli.command("purge")
+def idempotency_purge_command():
+    """Delete Idempotency-Key records older than their 24-hour retention."""
+    click.echo(f"Removed {purge_expired()} expired Idempotency-Key records.")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(users_cli)
     app.cli.add_command(cache_cli)
     app.cli.add_command(auth_cli)
+    app.cli.add_command(idempotency_cli)

@@ -28,6 +28,8 @@ from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
 
 TABLES = [
+    "idempotency_keys",
+    "order_events",
     "wishlist_items",
     "wishlists",
     "cart_items",

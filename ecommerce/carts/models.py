@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -17,6 +19,10 @@ class ShoppingCart(IdMixin, TimestampMixin, db.Model):
     )
     items = relationship("CartItem", order_by="CartItem.id", cascade="all, delete-orphan", lazy="selectin")
 
+    @property
+    def total_amount(self) -> Decimal:
+        return sum((item.line_total for item in self.items), Decimal("0.00"))
+
 
 class CartItem(IdMixin, TimestampMixin, db.Model):
     __tablename__ = "cart_items"
@@ -25,6 +31,12 @@ class CartItem(IdMixin, TimestampMixin, db.Model):
     # CASCADE: a product taken off the catalog leaves the carts it was in.
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    product = relationship("Product", lazy="joined", innerjoin=True)
+
+    @property
+    def line_total(self) -> Decimal:
+        return self.product.price * self.quantity
 
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),

@@ -18,6 +18,7 @@ import flask_smorest
 from flask import request
 from flask_jwt_extended import current_user, verify_jwt_in_request
 
+from ecommerce.core.idempotency import idempotent
 from ecommerce.errors import Forbidden, ProblemSchema
 
 
@@ -44,6 +45,32 @@ class Blueprint(flask_smorest.Blueprint):
                     wrapper
                 )
             return wrapper
+
+        return decorator
+
+    def idempotent(self, scope: str) -> Callable:
+        """Honour ``Idempotency-Key`` (place after ``auth``: keys are kept per user)."""
+
+        def decorator(func: Callable) -> Callable:
+            wrapper = idempotent(scope)(func)
+            wrapper = self.doc(
+                parameters=[
+                    {
+                        "in": "header",
+                        "name": "Idempotency-Key",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 255},
+                        "description": "Retries with the same key and body replay the first "
+                        "response (Idempotent-Replayed: true) for 24 hours.",
+                    }
+                ]
+            )(wrapper)
+            wrapper = self.alt_response(
+                409, schema=ProblemSchema, description="Conflict, or the same key still running"
+            )(wrapper)
+            return self.alt_response(
+                422, schema=ProblemSchema, description="Invalid body, or the key reused with another body"
+            )(wrapper)
 
         return decorator
 

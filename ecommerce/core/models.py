@@ -73,3 +73,12 @@ def enum_column_type(enum_cls: type[StrEnum], name: str):
         values_callable=lambda e: [m.value for m in e],
         validate_strings=True,
     )
+
+
+def dialect_insert(model, bind_dialect: str):
+    """INSERT with ON CONFLICT support, for PostgreSQL or SQLite (both spell it the same)."""
+    if bind_dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)

@@ -1,3 +1,9 @@
-"""Orders: models only so far; the routes come with the shopping features."""
+"""Orders. `blp` is loaded on first use, so importing this package's models pulls in no routes."""
 
-from ecommerce.orders import models  # noqa: F401
+
+def __getattr__(name: str):
+    if name == "blp":
+        from ecommerce.orders.routes import blp
+
+        return blp
+    raise AttributeError(name)

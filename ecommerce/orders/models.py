@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ecommerce.core.models import IdMixin, StrEnum, TimestampMixin, enum_column_type
+from ecommerce.core.models import (
+    IdMixin,
+    StrEnum,
+    TimestampMixin,
+    UTCDateTime,
+    enum_column_type,
+    utcnow,
+)
 from ecommerce.extensions import db
 
 
@@ -44,6 +52,11 @@ class Order(IdMixin, TimestampMixin, db.Model):
     shipping_address: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
 
     items = relationship("OrderItem", order_by="OrderItem.id", cascade="all, delete-orphan")
+    payments = relationship("Payment", order_by="Payment.id", viewonly=True)
+    events = relationship("OrderEvent", order_by="OrderEvent.id", viewonly=True)
+
+    def can_move_to(self, status: OrderStatus) -> bool:
+        return status in ORDER_TRANSITIONS[self.order_status]
 
     __table_args__ = (
         CheckConstraint("total_amount >= 0", name="total_non_negative"),
@@ -77,3 +90,26 @@ class OrderItem(IdMixin, db.Model):
         Index("ix_order_items_order_id", "order_id"),
         Index("ix_order_items_product_id", "product_id"),
     )
+
+
+class OrderEvent(IdMixin, db.Model):
+    """One status change of an order: who moved it, when, from what, to what."""
+
+    __tablename__ = "order_events"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    # None for the event that creates the order.
+    from_status: Mapped[OrderStatus | None] = mapped_column(
+        enum_column_type(OrderStatus, "order_event_from_status"), nullable=True
+    )
+    to_status: Mapped[OrderStatus] = mapped_column(
+        enum_column_type(OrderStatus, "order_event_to_status"), nullable=False
+    )
+    # SET NULL: the history outlives the account that acted; None also means "the system".
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    note: Mapped[str] = mapped_column(String(255), nullable=False, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_order_events_order_id", "order_id"),)

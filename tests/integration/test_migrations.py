@@ -34,6 +34,8 @@ TABLES = {
     "order_items",
     "payments",
     "auth_sessions",
+    "order_events",
+    "idempotency_keys",
 }
 
 

@@ -1,0 +1,88 @@
+"""The current user's cart: made on first use, one line per product."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from ecommerce.carts.models import CartItem, ShoppingCart
+from ecommerce.core.models import dialect_insert, utcnow
+from ecommerce.errors import NotFound
+from ecommerce.extensions import db
+from ecommerce.products.services import get_product
+from ecommerce.users.models import User
+
+
+def cart_id_of(user: User) -> int:
+    """The user's cart id, creating the cart on first use (safe when two requests race)."""
+    session = db.session
+    cart_id = session.scalar(select(ShoppingCart.id).where(ShoppingCart.user_id == user.id))
+    if cart_id is not None:
+        return cart_id
+    session.execute(
+        dialect_insert(ShoppingCart, session.get_bind().dialect.name)
+        .values(user_id=user.id, created_at=utcnow(), updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    session.commit()
+    return session.scalar(select(ShoppingCart.id).where(ShoppingCart.user_id == user.id))
+
+
+def get_cart(user: User) -> ShoppingCart:
+    """The cart with its lines and their products (three queries, whatever its size)."""
+    return db.session.get(ShoppingCart, cart_id_of(user))
+
+
+def _own_item(user: User, item_id: int) -> CartItem:
+    item = db.session.scalar(
+        select(CartItem)
+        .join(ShoppingCart, ShoppingCart.id == CartItem.cart_id)
+        .where(CartItem.id == item_id, ShoppingCart.user_id == user.id)
+    )
+    if item is None:
+        raise NotFound("No such item in your cart.")
+    return item
+
+
+def add_item(user: User, product_id: int, quantity: int) -> tuple[CartItem, bool]:
+    """Add a product; if it is already in the cart, add to its quantity (one atomic upsert).
+
+    Returns the line and whether it is new.
+    """
+    get_product(product_id)
+    cart_id = cart_id_of(user)
+    session = db.session
+    existed = session.scalar(
+        select(CartItem.id).where(CartItem.cart_id == cart_id, CartItem.product_id == product_id)
+    )
+    statement = dialect_insert(CartItem, session.get_bind().dialect.name).values(
+        cart_id=cart_id,
+        product_id=product_id,
+        quantity=quantity,
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["cart_id", "product_id"],
+        set_={"quantity": CartItem.quantity + statement.excluded.quantity, "updated_at": utcnow()},
+    ).returning(CartItem.id)
+    item_id = session.execute(statement).scalar_one()
+    session.commit()
+    return session.get(CartItem, item_id), existed is None
+
+
+def set_quantity(user: User, item_id: int, quantity: int) -> CartItem:
+    item = _own_item(user, item_id)
+    item.quantity = quantity
+    db.session.commit()
+    return item
+
+
+def remove_item(user: User, item_id: int) -> None:
+    item = _own_item(user, item_id)
+    db.session.delete(item)
+    db.session.commit()
+
+
+def empty_cart(user: User) -> None:
+    db.session.execute(delete(CartItem).where(CartItem.cart_id == cart_id_of(user)))
+    db.session.commit()

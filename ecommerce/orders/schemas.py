@@ -1,0 +1,55 @@
+"""Order schemas. Lines carry the unit price paid, not the product's current price."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from ecommerce.core.schemas import Money, UTCDateTime
+from ecommerce.orders.models import OrderStatus
+from ecommerce.payments.schemas import PaymentSchema
+
+
+class OrderItemSchema(Schema):
+    product_id = fields.Integer(dump_only=True, allow_none=True)
+    product_name = fields.String(dump_only=True)
+    quantity = fields.Integer(dump_only=True)
+    price = Money(dump_only=True, metadata={"description": "unit price paid"})
+
+
+class OrderEventSchema(Schema):
+    from_status = fields.Enum(OrderStatus, by_value=True, dump_only=True, allow_none=True)
+    to_status = fields.Enum(OrderStatus, by_value=True, dump_only=True)
+    actor_id = fields.Integer(dump_only=True, allow_none=True)
+    note = fields.String(dump_only=True)
+    created_at = UTCDateTime(dump_only=True)
+
+
+class OrderSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    user_id = fields.Integer(dump_only=True)
+    order_status = fields.Enum(OrderStatus, by_value=True, dump_only=True)
+    total_amount = Money(dump_only=True)
+    shipping_address = fields.String(dump_only=True)
+    items = fields.List(fields.Nested(OrderItemSchema), dump_only=True)
+    created_at = UTCDateTime(dump_only=True)
+    updated_at = UTCDateTime(dump_only=True)
+
+
+class OrderDetailSchema(OrderSchema):
+    payments = fields.List(fields.Nested(PaymentSchema), dump_only=True)
+    events = fields.List(fields.Nested(OrderEventSchema), dump_only=True)
+
+
+class OrderCreateSchema(Schema):
+    shipping_address = fields.String(load_default="", validate=validate.Length(max=1000))
+
+
+class OrderUpdateSchema(Schema):
+    order_status = fields.Enum(OrderStatus, by_value=True, required=True)
+
+
+class OrderQueryArgsSchema(Schema):
+    user_id = fields.Integer(
+        validate=validate.Range(min=1, max=2**31 - 1), metadata={"description": "admin only"}
+    )
+    order_status = fields.Enum(OrderStatus, by_value=True)

@@ -1,0 +1,234 @@
+"""Checkout, order history and the order status machine.
+
+Concurrency design (docs/db_optimization.md, "Checkout"):
+
+- Checkout locks the user's cart row, then the cart's product rows with one
+  ``SELECT ... ORDER BY id FOR UPDATE``. Every transaction that locks several products takes
+  them in primary-key order, so two checkouts never wait on each other in a cycle (no
+  deadlock), whatever order the carts list the products in.
+- With the rows locked, availability is checked for every line, and either every line's stock
+  is decremented (one UPDATE) or, if any line is short, nothing is: the 409 names each short
+  product. ``CHECK (stock_quantity >= 0)`` backs this up in the database itself.
+- The order, its lines (with the unit price paid), the emptied cart, the order's first event
+  and the stored Idempotency-Key response commit together, or not at all.
+- Cancelling locks the order row (so of two racing cancels, the second sees ``cancelled`` and
+  gets 409) and gives the stock back in product-id order.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.orm import selectinload
+
+from ecommerce.carts.models import CartItem, ShoppingCart
+from ecommerce.carts.services import cart_id_of
+from ecommerce.core.cache import invalidate_product
+from ecommerce.core.idempotency import complete_in_transaction
+from ecommerce.errors import Conflict, InsufficientStock, InvalidTransition, NotFound
+from ecommerce.extensions import db
+from ecommerce.orders.models import Order, OrderEvent, OrderItem, OrderStatus
+from ecommerce.orders.schemas import OrderSchema
+from ecommerce.products.models import Product
+from ecommerce.users.models import Role, User
+
+ORDERS_PLACED = Counter("ecommerce_orders_placed_total", "Orders placed by checkout")
+STOCK_CONFLICTS = Counter("ecommerce_stock_conflicts_total", "Checkouts refused because a product was short")
+ORDER_TRANSITIONS_TOTAL = Counter("ecommerce_order_transitions_total", "Order status changes", ["to_status"])
+
+CENT = Decimal("0.01")
+_order_schema = OrderSchema()
+
+
+def _restock(quantities: dict[int, int]) -> None:
+    """Add ``quantities`` (product id -> units) back to stock, rows taken in id order."""
+    if not quantities:
+        return
+    ids = sorted(quantities)
+    db.session.execute(
+        select(Product.id).where(Product.id.in_(ids)).order_by(Product.id).with_for_update()
+    ).all()
+    db.session.execute(
+        update(Product)
+        .where(Product.id.in_(ids))
+        .values(stock_quantity=Product.stock_quantity + case(quantities, value=Product.id))
+        .execution_options(synchronize_session=False)
+    )
+    for product_id in ids:
+        invalidate_product(db.session, product_id)
+
+
+def _record(
+    order: Order, from_status: OrderStatus | None, to_status: OrderStatus, actor: User | None, note: str
+) -> None:
+    db.session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_status=from_status,
+            to_status=to_status,
+            actor_id=actor.id if actor else None,
+            note=note,
+        )
+    )
+    ORDER_TRANSITIONS_TOTAL.labels(to_status.value).inc()
+
+
+def place_order(user: User, data: dict[str, Any]) -> Order:
+    """Turn the user's whole cart into a pending order, in one transaction."""
+    session = db.session
+    cart_id = cart_id_of(user)
+    # The cart row first: a second checkout of this cart waits here, then finds it empty.
+    session.execute(select(ShoppingCart.id).where(ShoppingCart.id == cart_id).with_for_update())
+    lines = session.execute(
+        select(CartItem.id, CartItem.product_id, CartItem.quantity)
+        .where(CartItem.cart_id == cart_id)
+        .order_by(CartItem.product_id)
+    ).all()
+    if not lines:
+        session.rollback()
+        raise Conflict("Your cart is empty.")
+
+    wanted = {line.product_id: line.quantity for line in lines}
+    products = {
+        row.id: row
+        for row in session.execute(
+            select(Product.id, Product.name, Product.price, Product.stock_quantity)
+            .where(Product.id.in_(sorted(wanted)))
+            .order_by(Product.id)
+            .with_for_update()
+        )
+    }
+    short = [
+        {
+            "product_id": product_id,
+            "requested": quantity,
+            "available": products[product_id].stock_quantity if product_id in products else 0,
+        }
+        for product_id, quantity in wanted.items()
+        if product_id not in products or products[product_id].stock_quantity < quantity
+    ]
+    if short:
+        session.rollback()
+        STOCK_CONFLICTS.inc()
+        names = ", ".join(str(item["product_id"]) for item in short)
+        raise InsufficientStock(f"Not enough stock for product(s) {names}.", products=short)
+
+    session.execute(
+        update(Product)
+        .where(Product.id.in_(sorted(wanted)))
+        .values(stock_quantity=Product.stock_quantity - case(wanted, value=Product.id))
+        .execution_options(synchronize_session=False)
+    )
+    order = Order(
+        user_id=user.id,
+        order_status=OrderStatus.PENDING,
+        shipping_address=data.get("shipping_address", ""),
+        total_amount=sum(
+            (products[pid].price * quantity for pid, quantity in wanted.items()), Decimal("0")
+        ).quantize(CENT),
+        items=[
+            OrderItem(
+                product_id=pid,
+                product_name=products[pid].name,
+                quantity=quantity,
+                price=products[pid].price,
+            )
+            for pid, quantity in wanted.items()
+        ],
+    )
+    session.add(order)
+    session.flush()
+    _record(order, None, OrderStatus.PENDING, user, "placed")
+    session.execute(delete(CartItem).where(CartItem.id.in_([line.id for line in lines])))
+    for product_id in wanted:
+        invalidate_product(session, product_id)
+    complete_in_transaction(session, 201, _order_schema.dump(order))
+    session.commit()
+    ORDERS_PLACED.inc()
+    return order
+
+
+def _visible_order(
+    actor: User, order_id: int, *, for_update: bool = False, with_details: bool = False
+) -> Order:
+    statement = select(Order).where(Order.id == order_id)
+    if actor.role != Role.ADMIN:
+        # Another user's order is "not found", never "forbidden": its existence stays private.
+        statement = statement.where(Order.user_id == actor.id)
+    if for_update:
+        statement = statement.with_for_update(of=Order)
+    if with_details:
+        statement = statement.options(
+            selectinload(Order.items), selectinload(Order.payments), selectinload(Order.events)
+        )
+    order = db.session.scalar(statement)
+    if order is None:
+        raise NotFound("No such order.")
+    return order
+
+
+def get_order(actor: User, order_id: int) -> Order:
+    """One order with its lines, payments and status history."""
+    return _visible_order(actor, order_id, with_details=True)
+
+
+def list_orders(actor: User, filters: dict[str, Any], page: int, page_size: int) -> tuple[list[Order], int]:
+    """Orders newest first with their lines: three queries whatever the page size."""
+    statement = select(Order)
+    if actor.role != Role.ADMIN:
+        statement = statement.where(Order.user_id == actor.id)
+    elif "user_id" in filters:
+        statement = statement.where(Order.user_id == filters["user_id"])
+    if "order_status" in filters:
+        statement = statement.where(Order.order_status == filters["order_status"])
+    total = db.session.scalar(statement.with_only_columns(func.count(), maintain_column_froms=True))
+    orders = db.session.scalars(
+        statement.options(selectinload(Order.items))
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    ).all()
+    return list(orders), total
+
+
+def _move(order: Order, to_status: OrderStatus, actor: User, note: str) -> None:
+    if not order.can_move_to(to_status):
+        raise InvalidTransition(
+            f"An order that is {order.order_status.value} cannot become {to_status.value}."
+        )
+    _record(order, order.order_status, to_status, actor, note)
+    order.order_status = to_status
+
+
+def cancel_order(actor: User, order_id: int) -> Order:
+    """Cancel a pending or paid order and give its stock back, exactly once."""
+    order = _visible_order(actor, order_id, for_update=True)
+    try:
+        _move(order, OrderStatus.CANCELLED, actor, "cancelled")
+    except InvalidTransition:
+        db.session.rollback()
+        raise
+    quantities: dict[int, int] = {}
+    for item in order.items:
+        if item.product_id is not None:
+            quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
+    _restock(quantities)
+    db.session.commit()
+    return get_order(actor, order_id)
+
+
+def change_status(actor: User, order_id: int, to_status: OrderStatus) -> Order:
+    """Move an order along the status machine (admin); illegal moves are 409."""
+    if to_status == OrderStatus.CANCELLED:
+        return cancel_order(actor, order_id)
+    order = _visible_order(actor, order_id, for_update=True)
+    try:
+        _move(order, to_status, actor, "status changed")
+    except InvalidTransition:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    return get_order(actor, order_id)
