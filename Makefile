@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve migrate seed test lint format bench-cache clean
+.PHONY: help install install-dev run serve migrate seed test lint format bench-cache bench-checkout clean
 
 help:
 	@echo "make run          install, migrate, seed and serve on http://127.0.0.1:$(PORT)"
@@ -21,6 +21,7 @@ help:
 	@echo "make migrate      apply database migrations"
 	@echo "make seed         seed the demo catalog (SEED_PRODUCTS=$(SEED_PRODUCTS))"
 	@echo "make bench-cache  cached vs uncached product detail, side by side"
+	@echo "make bench-checkout  checkout: 50 buyers on distinct products vs one hot product"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,9 @@ format: install-dev
 
 bench-cache: install-dev
 	$(BIN)/python benchmarks/cache_vs_db.py
+
+bench-checkout: install-dev
+	$(BIN)/python benchmarks/checkout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

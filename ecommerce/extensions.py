@@ -31,7 +31,13 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+# expire_on_commit=False: sessions live for one request, and a service's last act is to commit and
+# hand its objects to the schema. Expiring them would re-read every row to serialise it (an extra
+# query each), and fail when a racing request has deleted the row in the meantime.
+db = SQLAlchemy(
+    metadata=MetaData(naming_convention=NAMING_CONVENTION),
+    session_options={"expire_on_commit": False},
+)
 migrate = Migrate()
 api = Api()
 api.ERROR_SCHEMA = ProblemSchema  # document errors as the problem+json they are

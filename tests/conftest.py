@@ -17,11 +17,13 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 import redis
-from flask import Flask
+from flask import Flask, has_request_context, request, request_tearing_down
+from flask.globals import app_ctx
 from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import scoped_session
 
 from ecommerce import create_app
 from ecommerce.config import TestingConfig
@@ -112,23 +114,44 @@ class ConnectionBoundSession(FlaskSQLAlchemySession):
         return bind if bind is not None else self.bind
 
 
+def _request_or_app_context_id() -> int:
+    # The test client reuses the app context the test pushed, so without this every request of
+    # a test would share the test's session (and its identity map). In production each request
+    # has a session of its own; here too.
+    if has_request_context():
+        return id(request._get_current_object())
+    return id(app_ctx._get_current_object())
+
+
 @pytest.fixture
 def db_transaction(app: Flask) -> Iterator[None]:
-    """Run the test inside one outer transaction that is rolled back at the end."""
+    """Run the test inside one outer transaction that is rolled back at the end.
+
+    Every request still gets its own session (removed when the request ends), as in production;
+    all of them, and the test's own, work on the test's connection inside savepoints.
+    """
     with app.app_context():
         connection = db.engine.connect()
         outer = connection.begin()
         original = db.session
-        db.session = db._make_scoped_session(
+        factory = db._make_session_factory(
             {
                 "bind": connection,
                 "join_transaction_mode": "create_savepoint",
+                "expire_on_commit": False,  # as the app's own sessions
                 "class_": ConnectionBoundSession,
             }
         )
+        db.session = scoped_session(factory, scopefunc=_request_or_app_context_id)
+
+        def end_request_session(sender, **extra):
+            db.session.remove()
+
+        request_tearing_down.connect(end_request_session, app)
         try:
             yield
         finally:
+            request_tearing_down.disconnect(end_request_session, app)
             db.session.remove()
             db.session = original
             outer.rollback()

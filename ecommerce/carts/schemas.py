@@ -6,7 +6,8 @@ from marshmallow import Schema, fields, validate
 
 from ecommerce.core.schemas import Money
 
-QUANTITY = validate.Range(min=1, max=10_000)
+MAX_LINE_QUANTITY = 10_000
+QUANTITY = validate.Range(min=1, max=MAX_LINE_QUANTITY)
 PRODUCT_ID = validate.Range(min=1, max=2**31 - 1)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from ecommerce.carts.models import CartItem, ShoppingCart
+from ecommerce.carts.schemas import MAX_LINE_QUANTITY
 from ecommerce.core.models import dialect_insert, utcnow
-from ecommerce.errors import NotFound
+from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.products.services import get_product
 from ecommerce.users.models import User
@@ -37,6 +38,9 @@ def _own_item(user: User, item_id: int) -> CartItem:
         select(CartItem)
         .join(ShoppingCart, ShoppingCart.id == CartItem.cart_id)
         .where(CartItem.id == item_id, ShoppingCart.user_id == user.id)
+        # The line's row only: a racing delete or checkout commits first, then this finds no row
+        # (404) instead of updating or deleting a row that is gone.
+        .with_for_update(of=CartItem)
     )
     if item is None:
         raise NotFound("No such item in your cart.")
@@ -64,10 +68,14 @@ def add_item(user: User, product_id: int, quantity: int) -> tuple[CartItem, bool
     statement = statement.on_conflict_do_update(
         index_elements=["cart_id", "product_id"],
         set_={"quantity": CartItem.quantity + statement.excluded.quantity, "updated_at": utcnow()},
-    ).returning(CartItem.id)
-    item_id = session.execute(statement).scalar_one()
+    ).returning(CartItem.id, CartItem.quantity)
+    item_id, total_quantity = session.execute(statement).one()
+    if total_quantity > MAX_LINE_QUANTITY:
+        session.rollback()
+        raise ValidationFailed({"quantity": [f"A cart line holds at most {MAX_LINE_QUANTITY} units."]})
+    item = session.get(CartItem, item_id)  # loaded before the commit: the answer is what was written
     session.commit()
-    return session.get(CartItem, item_id), existed is None
+    return item, existed is None
 
 
 def set_quantity(user: User, item_id: int, quantity: int) -> CartItem:

@@ -128,6 +128,11 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
         )
         .with_for_update()
     )
+    if existing is None:
+        # The row went away after the INSERT saw it (a failed call released it, or the purge
+        # removed it): the key is free again.
+        session.rollback()
+        return claim(user_id, scope, key, fingerprint)
     now = utcnow()
     expired = existing.created_at < now - RETENTION
     abandoned = existing.state == "in_progress" and existing.created_at < now - STALE_CLAIM
@@ -148,16 +153,17 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
     return Replay(existing.response_status, existing.response_content_type, bytes(existing.response_body))
 
 
-def complete_in_transaction(session: Session, status: int, payload: Any) -> None:
+def complete_in_transaction(session: Session, status: int, payload: Callable[[], Any]) -> None:
     """Store the response of the current call, in the caller's transaction (before its commit).
 
-    Without an ``Idempotency-Key`` on the request this does nothing. If the claim was taken
-    over meanwhile, the caller's transaction must not commit: Conflict is raised.
+    ``payload`` makes the response body; it is only called when the request carries an
+    ``Idempotency-Key``. If the claim was taken over meanwhile, the caller's transaction must
+    not commit: Conflict is raised.
     """
     current: Claim | None = g.get("idempotency_claim")
     if current is None:
         return
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = json.dumps(payload(), separators=(",", ":")).encode()
     _finish(session, current, status, "application/json", body)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, String, true
+from sqlalchemy import Boolean, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ecommerce.core.models import IdMixin, StrEnum, TimestampMixin, enum_column_type
@@ -30,6 +30,9 @@ class User(IdMixin, TimestampMixin, db.Model):
         server_default=Role.CUSTOMER.value,
     )
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
+    # Kept by checkout in the order's own transaction (orders are never deleted), so the total
+    # of a customer's order history is a primary-key lookup, not a count over the history.
+    orders_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"

@@ -1,4 +1,4 @@
-"""Order events (the status history) and Idempotency-Key records.
+"""Order events (the status history), Idempotency-Key records, users.orders_count.
 
 Revision ID: 0002_order_events_idempotency
 Revises: 0001_initial_schema
@@ -16,6 +16,10 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('orders_count', sa.Integer(), server_default='0', nullable=False))
+    # Existing histories, counted once.
+    op.execute("UPDATE users SET orders_count = (SELECT COUNT(*) FROM orders WHERE orders.user_id = users.id)")
     op.create_table('idempotency_keys',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -63,3 +67,5 @@ def downgrade():
         batch_op.drop_index('ix_idempotency_keys_created_at')
 
     op.drop_table('idempotency_keys')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_column('orders_count')

@@ -1,0 +1,538 @@
+"""Checkout throughput and latency: 50 buyers on distinct products vs all on one hot product.
+
+One instance of the app (gunicorn, BENCH_WORKERS gevent workers) runs on 127.0.0.1 against
+PostgreSQL and Redis, with the rate limits off. BENCH_BUYERS buyers register and log in through
+the API; each has its own thread and its own persistent HTTP connection, and loops for
+BENCH_SECONDS: add one unit of a product to the cart (POST /api/cart/items/), then check out
+(POST /api/orders/). Only the checkout request is timed. Orders/s counts the checkouts that
+returned 201 inside the BENCH_SECONDS window (the iterations that overrun it are still checked
+in the database); p50 and p99 are over every checkout that returned 201.
+
+- "distinct products": every buyer buys its own product, so checkouts lock different rows.
+- "one hot product": every buyer buys the same product (stock 10^6, it never runs out), so
+  every checkout queues on that product's row lock (``SELECT ... FOR UPDATE``).
+- "hot, limited stock": the same race on a product with BENCH_LIMITED_STOCK units; each buyer
+  stops at its first 409 (insufficient stock). Orders must add up to exactly that stock, and
+  the stock must end at 0: no oversell, no undersell.
+
+The scenarios run in alternating order over BENCH_ROUNDS rounds (after a short unmeasured
+warm-up); the figures are medians over the rounds, and hot / distinct is the ratio to quote.
+After every run the database is checked: no product has negative stock, the orders the run
+made equal the 201s the client saw, and their quantities add up to the stock the run consumed.
+The script exits non-zero if any check fails.
+
+    make bench-checkout                    # or: .venv/bin/python benchmarks/checkout.py
+    BENCH_ROUNDS=5 BENCH_SECONDS=20 BENCH_BUYERS=100 BENCH_WORKERS=4 make bench-checkout
+
+Environment (defaults in brackets):
+
+    BENCH_DATABASE_URL   [postgresql://postgres@127.0.0.1:5432/ecommerce_bench_checkout]
+                         created, migrated and seeded with BENCH_PRODUCTS products if needed
+    BENCH_REDIS_URL      [redis://127.0.0.1:6379/6]
+    BENCH_PRODUCTS       [20000]   catalog size (at least BENCH_BUYERS + 2)
+    BENCH_BUYERS         [50]      concurrent buyers (threads, one connection each)
+    BENCH_SECONDS        [10]      length of each measured run
+    BENCH_ROUNDS         [3]       rounds; the figures are medians over them
+    BENCH_WORKERS        [2]       gunicorn gevent workers (WEB_CONCURRENCY)
+    BENCH_LIMITED_STOCK  [250]     stock of the limited-stock run; 0 skips that run
+    BENCH_WARMUP         [2]       seconds of unmeasured warm-up per scenario; 0 skips it
+    BENCH_TIMEOUT        [30]      client timeout per request, seconds
+
+The gunicorn log (LOG_LEVEL=WARNING: every 5xx leaves a line) is written to
+$TMPDIR/bench-checkout.log; the script prints how many warnings and errors it holds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_checkout"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", 20_000))
+BUYERS = int(os.environ.get("BENCH_BUYERS", 50))
+SECONDS = float(os.environ.get("BENCH_SECONDS", 10))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+WORKERS = os.environ.get("BENCH_WORKERS", "2")
+LIMITED_STOCK = int(os.environ.get("BENCH_LIMITED_STOCK", 250))
+WARMUP = float(os.environ.get("BENCH_WARMUP", 2))
+TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", 30))
+
+PLENTY = 1_000_000
+PASSWORD = "bench-checkout-password"
+LOG_PATH = Path(tempfile.gettempdir()) / "bench-checkout.log"
+DISTINCT, HOT, LIMITED = "distinct products", "one hot product", "hot, limited stock"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def flask(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([str(BIN / "flask"), *args], check=True, env=env, cwd=ROOT)
+
+
+def connect_db():
+    import psycopg2
+
+    connection = psycopg2.connect(DATABASE_URL)
+    connection.autocommit = True
+    return connection
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(DATABASE_URL)
+    admin = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,))
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{url.database}"')
+    admin.close()
+    flask("db", "upgrade", env=env)
+    flask("seed", "--products", str(PRODUCTS), "--customers", "0", env=env)
+
+
+def start_instance(name: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    log = open(LOG_PATH, "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+        env={**env, "PORT": str(port), "WEB_CONCURRENCY": WORKERS, "INSTANCE_NAME": name},
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    stop(process)
+    raise SystemExit(f"{name} did not become ready; see {LOG_PATH}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class Client:
+    """One persistent keep-alive connection; errors come back as a status of None, never raise."""
+
+    def __init__(self, port: int, token: str | None = None) -> None:
+        self.port, self.token = port, token
+        self.connection: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int | None, bytes]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+            self.connection.request(method, path, payload, headers)
+            response = self.connection.getresponse()
+            data = response.read()
+            if response.will_close:
+                self.close()
+            return response.status, data
+        except (OSError, http.client.HTTPException) as error:
+            # The request may or may not have reached the app: never retried, counted instead.
+            self.close()
+            return None, f"{type(error).__name__}: {error}".encode()
+
+
+@dataclass
+class Buyer:
+    username: str
+    token: str
+    user_id: int
+
+
+@dataclass
+class Run:
+    scenario: str
+    orders: int = 0
+    in_window: int = 0  # orders whose checkout returned before the deadline
+    window: float = 0.0  # the measured window: BENCH_SECONDS, or the time to sell out
+    elapsed: float = 0.0  # until the last buyer finished its last iteration
+    latencies: list[float] = field(default_factory=list)  # seconds, checkout requests only
+    errors: Counter = field(default_factory=Counter)  # "cart 500", "checkout 503", ...
+    samples: dict[str, str] = field(default_factory=dict)  # first body seen for each error kind
+    sold_out: int = 0  # 409 insufficient stock (limited-stock run)
+    client_cpu: float = 0.0  # cores the benchmark process used during the run
+
+    @property
+    def rate(self) -> float:
+        return self.in_window / self.window if self.window else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] * 1000
+
+    def error(self, kind: str, body: bytes) -> None:
+        self.errors[kind] += 1
+        self.samples.setdefault(kind, body[:300].decode(errors="replace"))
+
+
+def make_buyers(port: int, database) -> list[Buyer]:
+    """Register (409 when a previous run made the account) and log in, a few at a time."""
+
+    def one(number: int) -> Buyer:
+        username = f"bench_buyer_{number:04d}"
+        client = Client(port)
+        status, body = client.request(
+            "POST",
+            "/api/auth/register/",
+            {"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+        )
+        if status not in (201, 409):
+            raise SystemExit(f"register {username}: {status} {body[:300]!r}; see {LOG_PATH}")
+        status, body = client.request(
+            "POST", "/api/auth/login/", {"username": username, "password": PASSWORD}
+        )
+        client.close()
+        if status != 200:
+            raise SystemExit(f"login {username}: {status} {body[:300]!r}; see {LOG_PATH}")
+        return Buyer(username, json.loads(body)["access_token"], 0)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        buyers = list(pool.map(one, range(1, BUYERS + 1)))
+    with database.cursor() as cursor:
+        cursor.execute(
+            "SELECT username, id FROM users WHERE username = ANY(%s)", ([b.username for b in buyers],)
+        )
+        ids = dict(cursor.fetchall())
+    for buyer in buyers:
+        buyer.user_id = ids[buyer.username]
+    return buyers
+
+
+def pick_products(database) -> tuple[list[int], int, int]:
+    """BUYERS distinct products, one hot product, one limited product; the first two get PLENTY."""
+    with database.cursor() as cursor:
+        cursor.execute("SELECT id FROM products ORDER BY id LIMIT %s", (BUYERS + 2,))
+        ids = [row[0] for row in cursor.fetchall()]
+        if len(ids) < BUYERS + 2:
+            raise SystemExit(f"need at least {BUYERS + 2} products, the catalog has {len(ids)}")
+        cursor.execute("UPDATE products SET stock_quantity = %s WHERE id = ANY(%s)", (PLENTY, ids[:-1]))
+    return ids[:BUYERS], ids[BUYERS], ids[BUYERS + 1]
+
+
+def set_stock(database, product_id: int, stock: int) -> None:
+    # Straight to the table: nothing this benchmark times reads the product's cached copy, and
+    # the next checkout of the product purges that copy anyway.
+    with database.cursor() as cursor:
+        cursor.execute("UPDATE products SET stock_quantity = %s WHERE id = %s", (stock, product_id))
+
+
+def snapshot(database, product_ids: list[int]) -> tuple[int, dict[int, int]]:
+    with database.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(id), 0) FROM orders")
+        last_order = cursor.fetchone()[0]
+        cursor.execute("SELECT id, stock_quantity FROM products WHERE id = ANY(%s)", (product_ids,))
+        return last_order, dict(cursor.fetchall())
+
+
+def verify(database, run: Run, buyers: list[Buyer], before: tuple[int, dict[int, int]]) -> list[str]:
+    """What the database says about the run; returns the failed checks (empty when all hold)."""
+    last_order, stock_before = before
+    _, stock_after = snapshot(database, list(stock_before))
+    with database.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(DISTINCT o.id), coalesce(sum(i.quantity), 0) FROM orders o "
+            "JOIN order_items i ON i.order_id = o.id WHERE o.id > %s AND o.user_id = ANY(%s)",
+            (last_order, [b.user_id for b in buyers]),
+        )
+        orders, units = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM products WHERE stock_quantity < 0")
+        negative = cursor.fetchone()[0]
+    consumed = sum(stock_before[pid] - stock_after[pid] for pid in stock_before)
+    failures = []
+    if negative:
+        failures.append(f"{negative} product(s) with negative stock")
+    if units != consumed:
+        failures.append(f"order quantities {units} != stock consumed {consumed}")
+    if orders != run.orders:
+        failures.append(f"{orders} orders in the database, but the client saw {run.orders} 201s")
+    if run.scenario == LIMITED:
+        left = sum(stock_after.values())
+        if units != LIMITED_STOCK or left != 0:
+            failures.append(f"limited stock {LIMITED_STOCK}: {units} units ordered, {left} left")
+    status = "ok" if not failures else "FAILED: " + "; ".join(failures)
+    print(
+        f"  db check {run.scenario}: {orders} orders, {units} units, stock consumed {consumed}: {status}",
+        file=sys.stderr,
+    )
+    return failures
+
+
+def run_scenario(scenario: str, port: int, buyers: list[Buyer], products: list[int], seconds: float) -> Run:
+    """Every buyer loops: add one unit of its product, check out (timed). Threads start together."""
+    run = Run(scenario)
+    lock = threading.Lock()
+    limited = scenario == LIMITED
+    clock = {"started": 0.0, "deadline": 0.0, "cpu": 0.0}
+    finished: list[float] = []
+    last_orders: list[float] = []
+
+    def start_clock() -> None:  # runs once, before the barrier releases anyone
+        clock["cpu"], clock["started"] = time.process_time(), time.perf_counter()
+        clock["deadline"] = clock["started"] + seconds
+
+    barrier = threading.Barrier(len(buyers) + 1, action=start_clock)
+
+    def buyer_loop(buyer: Buyer, product_id: int) -> None:
+        client = Client(port, buyer.token)
+        latencies: list[float] = []
+        errors: list[tuple[str, bytes]] = []
+        orders = in_window = sold_out = 0
+        last_order = 0.0
+        status, body = client.request("DELETE", "/api/cart/")  # a clean cart (and a warm connection)
+        if status != 204:
+            errors.append((f"empty cart {status}", body))
+        try:
+            barrier.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            return
+        deadline = clock["deadline"]
+        while time.perf_counter() < deadline:
+            status, body = client.request(
+                "POST", "/api/cart/items/", {"product_id": product_id, "quantity": 1}
+            )
+            if status not in (200, 201):
+                errors.append((f"cart add {status}", body))
+                if status is None:
+                    time.sleep(0.05)  # do not spin on a dead server
+                continue
+            started = time.perf_counter()
+            status, body = client.request("POST", "/api/orders/", {})
+            ended = time.perf_counter()
+            if status == 201:
+                orders += 1
+                in_window += ended <= deadline
+                last_order = max(last_order, ended)
+                latencies.append(ended - started)
+            elif limited and status == 409 and b"stock" in body:
+                sold_out += 1
+                break
+            else:
+                errors.append((f"checkout {status}", body))
+                if status is None:
+                    time.sleep(0.05)
+        client.close()
+        with lock:
+            finished.append(time.perf_counter())
+            last_orders.append(last_order)
+            run.orders += orders
+            run.in_window += in_window
+            run.sold_out += sold_out
+            run.latencies.extend(latencies)
+            for kind, error_body in errors:
+                run.error(kind, error_body)
+
+    threads = [
+        threading.Thread(target=buyer_loop, args=(buyer, products[i % len(products)]), daemon=True)
+        for i, buyer in enumerate(buyers)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait(timeout=60)
+    except threading.BrokenBarrierError:
+        raise SystemExit(f"{scenario}: the buyers were not ready within 60 s; see {LOG_PATH}") from None
+    for thread in threads:
+        thread.join(seconds + 2 * TIMEOUT + 10)
+    if any(thread.is_alive() for thread in threads):
+        raise SystemExit(f"{scenario}: buyers still running long after the deadline; see {LOG_PATH}")
+    run.elapsed = max(finished) - clock["started"]
+    # Orders/s counts the orders that completed inside the window: the iterations that overrun
+    # the deadline are checked in the database but not counted. A limited-stock run's window
+    # ends with its last order.
+    run.window = max(0.0, max(last_orders) - clock["started"]) if limited else seconds
+    run.client_cpu = (time.process_time() - clock["cpu"]) / run.elapsed
+    return run
+
+
+def log_summary() -> tuple[int, Counter]:
+    """How many WARNING/ERROR/CRITICAL lines the gunicorn log holds, and its distinct messages."""
+    levels, messages = 0, Counter()
+    for line in LOG_PATH.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if "Traceback" in line or "[ERROR]" in line or "[CRITICAL]" in line:
+                levels += 1
+                messages[line.strip()[:200]] += 1
+            continue
+        level = str(record.get("level", "")).upper() if isinstance(record, dict) else ""
+        if level in ("WARNING", "ERROR", "CRITICAL"):
+            levels += 1
+            exception = str(record.get("exc_info") or "").strip().splitlines()[-1:]
+            messages[" | ".join([str(record.get("message", "")), *exception])[:300]] += 1
+    return levels, messages
+
+
+def main() -> None:
+    base_env = {
+        **os.environ,
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "FLASK_APP": "wsgi.py",
+        "LOG_LEVEL": "WARNING",
+        "RATELIMIT_ENABLED": "false",
+        "JWT_ACCESS_TOKEN_EXPIRES": "86400",  # tokens outlive any number of rounds
+    }
+    load_before = os.getloadavg()
+    prepare_database(base_env)
+    database = connect_db()
+    distinct, hot, limited = pick_products(database)
+    port = free_port()
+    server = start_instance("bench-checkout", port, base_env)
+    failures: list[str] = []
+    samples: dict[str, list[Run]] = {DISTINCT: [], HOT: [], LIMITED: []}
+    try:
+        buyers = make_buyers(port, database)
+        plans = {DISTINCT: distinct, HOT: [hot], LIMITED: [limited]}
+
+        def measured(scenario: str, seconds: float) -> Run:
+            if scenario == LIMITED:
+                set_stock(database, limited, LIMITED_STOCK)
+                seconds = 600.0  # buyers stop at their first 409; this is only a safety net
+            before = snapshot(database, plans[scenario])
+            run = run_scenario(scenario, port, buyers, plans[scenario], seconds)
+            failures.extend(f"{scenario}: {failure}" for failure in verify(database, run, buyers, before))
+            return run
+
+        if WARMUP > 0:
+            for scenario in (DISTINCT, HOT):
+                measured(scenario, WARMUP)
+            print("warm-up done", file=sys.stderr)
+        for round_number in range(1, ROUNDS + 1):
+            order = [DISTINCT, HOT] if round_number % 2 else [HOT, DISTINCT]
+            if LIMITED_STOCK > 0:
+                order.append(LIMITED)
+            for scenario in order:
+                run = measured(scenario, SECONDS)
+                samples[scenario].append(run)
+                print(
+                    f"round {round_number}/{ROUNDS} {scenario:20} {run.rate:8.1f} orders/s "
+                    f"p50 {run.percentile(0.5):7.1f} ms p99 {run.percentile(0.99):7.1f} ms "
+                    f"errors {sum(run.errors.values())} client {run.client_cpu:.2f} cores",
+                    file=sys.stderr,
+                )
+    finally:
+        stop(server)
+        database.close()
+    load_after = os.getloadavg()
+
+    def median(scenario: str, value) -> float:
+        return statistics.median(value(run) for run in samples[scenario])
+
+    print(
+        f"\n{BUYERS} buyers, {WORKERS} gevent workers, {os.cpu_count()} cores, "
+        f"{ROUNDS} rounds x {SECONDS:g}s, medians; only POST /api/orders/ is timed\n"
+    )
+    print(
+        f"{'scenario':20} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'orders':>7} {'client cores':>13}"
+    )
+    for scenario, runs in samples.items():
+        if not runs:
+            continue
+        print(
+            f"{scenario:20} {median(scenario, lambda r: r.rate):9.1f} "
+            f"{median(scenario, lambda r: r.percentile(0.5)):8.1f} "
+            f"{median(scenario, lambda r: r.percentile(0.99)):8.1f} "
+            f"{median(scenario, lambda r: sum(r.errors.values())):7.0f} "
+            f"{median(scenario, lambda r: r.orders):7.0f} "
+            f"{median(scenario, lambda r: r.client_cpu):13.2f}"
+        )
+    rate = median(HOT, lambda r: r.rate) / median(DISTINCT, lambda r: r.rate)
+    p50 = median(HOT, lambda r: r.percentile(0.5)) / median(DISTINCT, lambda r: r.percentile(0.5))
+    p99 = median(HOT, lambda r: r.percentile(0.99)) / median(DISTINCT, lambda r: r.percentile(0.99))
+    print(f"\nhot / distinct: orders/s {rate:.2f}x, p50 latency {p50:.2f}x, p99 latency {p99:.2f}x")
+    if samples[LIMITED]:
+        sold = [run.sold_out for run in samples[LIMITED]]
+        seconds = [run.window for run in samples[LIMITED]]
+        print(
+            f"limited stock {LIMITED_STOCK}: sold out in {statistics.median(seconds):.2f}s (median); "
+            f"buyers turned away with 409 per round: {sold}"
+        )
+
+    errors = Counter()
+    for runs in samples.values():
+        for run in runs:
+            errors.update({f"{run.scenario}: {kind}": n for kind, n in run.errors.items()})
+    if errors:
+        print("\nerrors over all measured rounds (first response body of each kind):")
+        first = {
+            f"{r.scenario}: {k}": v for runs in samples.values() for r in runs for k, v in r.samples.items()
+        }
+        for kind, count in errors.most_common():
+            print(f"  {count:6d}  {kind}: {first[kind]}")
+    lines, messages = log_summary()
+    print(f"\ngunicorn log {LOG_PATH}: {lines} warning/error line(s)")
+    for message, count in messages.most_common(10):
+        print(f"  {count:6d}  {message}")
+    print(
+        f"\nload average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after: {', '.join(f'{x:.2f}' for x in load_after)}"
+    )
+    if failures:
+        print("\nDATABASE CHECKS FAILED:\n  " + "\n  ".join(failures))
+        raise SystemExit(1)
+    print(
+        "database checks passed after every run: no negative stock, orders == 201s seen, "
+        "order quantities == stock consumed"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Order history for a customer with 10 orders vs one with 10,000, side by side.
+
+GET /api/orders/ (newest first, 20 per page, with their lines) through gunicorn + gevent, wrk
+alternating between the two customers' tokens in rounds; medians. The claim being checked: the
+page costs the same whatever the customer's history (an index scan that stops after one page,
+three queries per request).
+
+    .venv/bin/python benchmarks/order_history.py
+    BENCH_ROUNDS=5 BENCH_ORDERS=10000 .venv/bin/python benchmarks/order_history.py
+
+Uses its own database (BENCH_DATABASE_URL, default ecommerce_bench_orders) and Redis db 5.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cache_vs_db import (  # noqa: E402
+    ensure_wrk,
+    flask,
+    free_port,
+    run_wrk,
+    start_instance,
+    stop,
+)
+
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_orders"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
+BIG = int(os.environ.get("BENCH_ORDERS", 10_000))
+SMALL = 10
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+OTHERS = 90_000  # orders of other customers, so the table is not just these two
+
+
+def prepare(env: dict[str, str]) -> None:
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(DATABASE_URL)
+    admin = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{url.database}"')
+        cursor.execute(f'CREATE DATABASE "{url.database}"')
+    admin.close()
+    flask("db", "upgrade", env=env)
+    flask("seed", "--products", "1000", "--customers", "3", env=env)
+    connection = psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, dbname=url.database
+    )
+    with connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM users WHERE username IN ('customer1', 'customer2', 'customer3') ORDER BY id"
+        )
+        small, big, other = (row[0] for row in cursor.fetchall())
+        # Orders spread over a year, two lines each.
+        cursor.execute(
+            "INSERT INTO orders (user_id, order_status, total_amount, created_at, updated_at) "
+            "SELECT CASE WHEN g <= %(small)s THEN %(s)s "
+            "WHEN g <= %(small)s + %(big)s THEN %(b)s ELSE %(o)s END, "
+            "'pending', 42.00, now() - (g * interval '3 minutes'), now() "
+            "FROM generate_series(1, %(total)s) g",
+            {"small": SMALL, "big": BIG, "s": small, "b": big, "o": other, "total": SMALL + BIG + OTHERS},
+        )
+        cursor.execute(
+            "INSERT INTO order_items (order_id, product_id, product_name, quantity, price) "
+            "SELECT o.id, 1 + (o.id * k) % 1000, 'Seeded product', k, 21.00 "
+            "FROM orders o CROSS JOIN (VALUES (1), (2)) AS lines(k)"
+        )
+        cursor.execute(
+            "UPDATE users SET orders_count = (SELECT COUNT(*) FROM orders WHERE orders.user_id = users.id)"
+        )
+    connection.close()
+    connection = psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, dbname=url.database
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE orders")
+        cursor.execute("VACUUM ANALYZE order_items")
+    connection.close()
+
+
+def token(port: int, username: str) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/auth/login/",
+        data=json.dumps({"username": username, "password": "password123"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return json.load(urllib.request.urlopen(request))["access_token"]
+
+
+def main() -> None:
+    wrk = ensure_wrk()
+    env = {
+        **os.environ,
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "FLASK_APP": "wsgi.py",
+        "LOG_LEVEL": "WARNING",
+        "RATELIMIT_ENABLED": "false",
+    }
+    prepare(env)
+    port = free_port()
+    server = start_instance("orders", port, env)
+    try:
+        customers = {f"{SMALL} orders": "customer1", f"{BIG} orders": "customer2"}
+        scripts = {
+            name: f'wrk.headers["Authorization"] = "Bearer {token(port, username)}"\n'
+            for name, username in customers.items()
+        }
+        samples: dict[str, list[dict[str, float]]] = {name: [] for name in customers}
+        for round_number in range(1, ROUNDS + 1):
+            for name, script in scripts.items():
+                samples[name].append(
+                    run_wrk(wrk, f"http://127.0.0.1:{port}/api/orders/?page_size=20", script)
+                )
+            print(f"round {round_number}/{ROUNDS} done", file=sys.stderr)
+    finally:
+        stop(server)
+
+    print(
+        f"\nGET /api/orders/?page_size=20, {SMALL + BIG + OTHERS} orders in all, medians of {ROUNDS} rounds\n"
+    )
+    print(f"{'customer':16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    medians = {}
+    for name in customers:
+        medians[name] = {key: statistics.median(s[key] for s in samples[name]) for key in samples[name][0]}
+        m = medians[name]
+        print(f"{name:16} {m['rps']:8.0f} {m['p50']:8.2f} {m['p99']:8.2f} {m['errors']:8.0f}")
+    small_name, big_name = list(customers)
+    ratio = medians[big_name]["rps"] / medians[small_name]["rps"]
+    print(f"throughput, {BIG} orders / {SMALL} orders = {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
