@@ -10,7 +10,7 @@ in the database); p50 and p99 are over every checkout that returned 201.
 
 - "distinct products": every buyer buys its own product, so checkouts lock different rows.
 - "one hot product": every buyer buys the same product (stock 10^6, it never runs out), so
-  every checkout queues on that product's row lock (``SELECT ... FOR UPDATE``).
+  every checkout queues on that product's row lock (``SELECT ... FOR NO KEY UPDATE``).
 - "hot, limited stock": the same race on a product with BENCH_LIMITED_STOCK units; each buyer
   stops at its first 409 (insufficient stock). Orders must add up to exactly that stock, and
   the stock must end at 0: no oversell, no undersell.
