@@ -8,14 +8,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 SEED_PRODUCTS ?= 1000
+WORKERS ?= 4
 PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve migrate seed test lint format bench-cache bench-checkout clean
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout clean
 
 help:
-	@echo "make run          install, migrate, seed and serve on http://127.0.0.1:$(PORT)"
+	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
+	@echo "make worker       the background worker alone (WORKERS=$(WORKERS) threads)"
 	@echo "make test         install test requirements and run the test suite"
 	@echo "make lint         ruff check"
 	@echo "make migrate      apply database migrations"
@@ -47,8 +49,15 @@ seed: install
 
 run: migrate seed serve
 
+# The web server and the background worker, started and stopped together.
 serve: install
-	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
+	$(BIN)/huey_consumer ecommerce.worker.huey -k thread -w $(WORKERS) & worker=$$!; \
+	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+# The background worker alone (payments, refunds, order emails).
+worker: install
+	exec $(BIN)/huey_consumer ecommerce.worker.huey -k thread -w $(WORKERS)
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,9 +12,11 @@ from werkzeug.routing import IntegerConverter
 
 from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
 from ecommerce.core.logs import configure_logging
+from ecommerce.core.payment_gateway import init_gateway
 from ecommerce.errors import register_error_handlers
 from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
 from ecommerce.middleware import register_middleware
+from ecommerce.tasks import configure_queue
 
 MAX_DB_INT = 2**31 - 1
 
@@ -96,6 +98,8 @@ def register_extensions(app: Flask) -> None:
     cache.init_app(app)
     limiter.init_app(app)
     metrics.init_app(app)
+    init_gateway(app)
+    configure_queue(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
@@ -117,14 +121,14 @@ def register_blueprints(app: Flask) -> None:
         categories,
         health,
         orders,
-        payments,  # noqa: F401  (its models; the payment routes come with the background jobs)
+        payments,
         products,
         reviews,
         users,
         wishlists,
     )
 
-    for package in (health, auth, users, categories, products, reviews, carts, wishlists, orders):
+    for package in (health, auth, users, categories, products, reviews, carts, wishlists, orders, payments):
         api.register_blueprint(package.blp)
     app.add_url_rule("/api/docs/assets/<path:filename>", "swagger_ui_assets", _swagger_ui_asset)
 

@@ -92,6 +92,27 @@ class Config:
     RATELIMIT_STRATEGY = "moving-window"
     RATELIMIT_KEY_PREFIX = env_str("RATELIMIT_KEY_PREFIX", "ecommerce-rl")
 
+    # Background jobs (Huey): Redis when REDIS_URL is set, else a SQLite queue in instance/.
+    HUEY_NAME = env_str("HUEY_NAME", "ecommerce")
+    HUEY_SQLITE_PATH = env_str("HUEY_SQLITE_PATH", str(INSTANCE_DIR / "huey.db"))
+    # A payment, refund or email still not done after this long is handed to a worker again.
+    JOB_SWEEP_AFTER_SECONDS = env_int("JOB_SWEEP_AFTER_SECONDS", 180)
+    WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+
+    # Payments: the provider behind ecommerce/core/payment_gateway.py.
+    PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "sandbox")
+    SANDBOX_GATEWAY_PATH = env_str("SANDBOX_GATEWAY_PATH", str(INSTANCE_DIR / "sandbox_gateway.db"))
+
+    # Mail: SMTP when MAIL_SERVER is set, else .eml files in MAIL_FOLDER.
+    MAIL_SERVER = env_str("MAIL_SERVER")
+    MAIL_PORT = env_int("MAIL_PORT", 25)
+    MAIL_SENDER = env_str("MAIL_SENDER", "Shop <no-reply@shop.example>")
+    MAIL_USERNAME = env_str("MAIL_USERNAME")
+    MAIL_PASSWORD = env_str("MAIL_PASSWORD")
+    MAIL_USE_STARTTLS = env_bool("MAIL_USE_STARTTLS", False)
+    MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)
+    MAIL_FOLDER = env_str("MAIL_FOLDER", str(INSTANCE_DIR / "mail"))
+
     # HTTP
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     CORS_ORIGINS = [o.strip() for o in (env_str("CORS_ORIGINS", "") or "").split(",") if o.strip()]
@@ -137,6 +158,9 @@ class TestingConfig(Config):
     AUTH_RATE_LIMIT = "1000/minute"
     LOG_JSON = False
     LOG_LEVEL = env_str("TEST_LOG_LEVEL", "WARNING")
+    SANDBOX_GATEWAY_PATH = env_str("TEST_SANDBOX_GATEWAY_PATH", "/tmp/ecommerce-test-sandbox-gateway.db")
+    MAIL_SERVER = None
+    MAIL_FOLDER = env_str("TEST_MAIL_FOLDER", "/tmp/ecommerce-test-mail")
     # Cheap hashes keep the suite fast; production keeps argon2's defaults.
     PASSWORD_HASH_TIME_COST = 1
     PASSWORD_HASH_MEMORY_KIB = 1024

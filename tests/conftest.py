@@ -30,6 +30,7 @@ from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
 
 TABLES = [
+    "order_emails",
     "idempotency_keys",
     "order_events",
     "wishlist_items",

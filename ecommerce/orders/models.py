@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text, func
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ecommerce.core.models import (
@@ -113,3 +123,46 @@ class OrderEvent(IdMixin, db.Model):
     )
 
     __table_args__ = (Index("ix_order_events_order_id", "order_id"),)
+
+
+class OrderEmailKind(StrEnum):
+    CONFIRMATION = "order_confirmation"
+    CANCELLATION = "order_cancelled"
+
+
+class OrderEmailStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+
+
+class OrderEmail(IdMixin, TimestampMixin, db.Model):
+    """An email the shop owes a customer about an order: the outbox row of its sending job.
+
+    Written in the same transaction as the change it reports (the order paid, cancelled), so a
+    committed change never lacks its email and a rolled-back one never has one. One per order
+    and kind: the same email is never owed twice.
+    """
+
+    __tablename__ = "order_emails"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[OrderEmailKind] = mapped_column(
+        enum_column_type(OrderEmailKind, "order_email_kind"), nullable=False
+    )
+    status: Mapped[OrderEmailStatus] = mapped_column(
+        enum_column_type(OrderEmailStatus, "order_email_status"),
+        nullable=False,
+        default=OrderEmailStatus.PENDING,
+        server_default=OrderEmailStatus.PENDING.value,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("order_id", "kind", name="uq_order_emails_order_id_kind"),
+        # the sweeper's look-up of emails still owed
+        Index("ix_order_emails_status_updated_at", "status", "updated_at"),
+    )

@@ -18,21 +18,37 @@ Concurrency design (docs/db_optimization.md, "Checkout"):
 
 from __future__ import annotations
 
+import html
+from datetime import timedelta
 from decimal import Decimal
+from email.message import EmailMessage
 from typing import Any
 
+from flask import current_app
 from prometheus_client import Counter
 from sqlalchemy import case, delete, func, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.carts.services import cart_id_of
 from ecommerce.core.cache import invalidate_product
 from ecommerce.core.idempotency import complete_in_transaction
+from ecommerce.core.jobs import enqueue_after_commit
+from ecommerce.core.mail import send_message
+from ecommerce.core.models import dialect_insert, utcnow
 from ecommerce.errors import Conflict, InsufficientStock, InvalidTransition, NotFound
 from ecommerce.extensions import db
-from ecommerce.orders.models import Order, OrderEvent, OrderItem, OrderStatus
+from ecommerce.orders.models import (
+    Order,
+    OrderEmail,
+    OrderEmailKind,
+    OrderEmailStatus,
+    OrderEvent,
+    OrderItem,
+    OrderStatus,
+)
 from ecommerce.orders.schemas import OrderSchema
+from ecommerce.payments.models import Payment, PaymentStatus
 from ecommerce.products.models import Product
 from ecommerce.users.models import Role, User
 
@@ -210,7 +226,8 @@ def list_orders(actor: User, filters: dict[str, Any], page: int, page_size: int)
     return list(orders), total
 
 
-def _move(order: Order, to_status: OrderStatus, actor: User, note: str) -> None:
+def move_order(order: Order, to_status: OrderStatus, actor: User | None, note: str) -> None:
+    """Move an order along the status machine and record who did it; illegal moves are 409."""
     if not order.can_move_to(to_status):
         raise InvalidTransition(
             f"An order that is {order.order_status.value} cannot become {to_status.value}."
@@ -223,7 +240,7 @@ def cancel_order(actor: User, order_id: int) -> Order:
     """Cancel a pending or paid order and give its stock back, exactly once."""
     order = _visible_order(actor, order_id, for_update=True)
     try:
-        _move(order, OrderStatus.CANCELLED, actor, "cancelled")
+        move_order(order, OrderStatus.CANCELLED, actor, "cancelled")
     except InvalidTransition:
         db.session.rollback()
         raise
@@ -232,6 +249,12 @@ def cancel_order(actor: User, order_id: int) -> Order:
         if item.product_id is not None:
             quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
     _restock(quantities)
+    owe_order_email(db.session, order.id, OrderEmailKind.CANCELLATION)
+    # A paid order's money goes back; the refund is a job (the gateway is slow and may fail).
+    for payment_id in db.session.scalars(
+        select(Payment.id).where(Payment.order_id == order.id, Payment.status == PaymentStatus.SUCCEEDED)
+    ):
+        enqueue_after_commit(db.session, "refund_payment", payment_id)
     db.session.commit()
     return get_order(actor, order_id)
 
@@ -242,9 +265,133 @@ def change_status(actor: User, order_id: int, to_status: OrderStatus) -> Order:
         return cancel_order(actor, order_id)
     order = _visible_order(actor, order_id, for_update=True)
     try:
-        _move(order, to_status, actor, "status changed")
+        move_order(order, to_status, actor, "status changed")
     except InvalidTransition:
         db.session.rollback()
         raise
     db.session.commit()
     return get_order(actor, order_id)
+
+
+# -- emails about orders: owed in the transaction of the change, sent by a job --------------
+
+EMAILS = Counter("ecommerce_order_emails_total", "Order emails sent", ["kind"])
+STALE_SENDING = timedelta(minutes=5)
+
+
+def owe_order_email(session: Session, order_id: int, kind: OrderEmailKind) -> None:
+    """Record, in the caller's transaction, that this email is owed; send it after the commit."""
+    email_id = session.execute(
+        dialect_insert(OrderEmail, session.get_bind().dialect.name)
+        .values(
+            order_id=order_id,
+            kind=kind,
+            status=OrderEmailStatus.PENDING,
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["order_id", "kind"])
+        .returning(OrderEmail.id)
+    ).scalar()
+    if email_id is not None:
+        enqueue_after_commit(session, "send_order_email", email_id)
+
+
+def compose_order_email(order: Order, kind: OrderEmailKind) -> EmailMessage:
+    """The message, in plain text and HTML: the order number, its lines, its total."""
+    customer = db.session.get(User, order.user_id)
+    number = f"#{order.id}"
+    if kind == OrderEmailKind.CONFIRMATION:
+        subject = f"Your order {number} is confirmed"
+        intro = "Thank you! We have received your payment, and your order is on its way to packing."
+    else:
+        subject = f"Your order {number} has been cancelled"
+        intro = "Your order has been cancelled. Anything you paid for it is being refunded."
+    lines = [(item.product_name, item.quantity, item.price) for item in order.items]
+    text_lines = "\n".join(f"  {qty} x {name} @ {price}" for name, qty, price in lines)
+    text = (
+        f"Hello {customer.first_name or customer.username},\n\n{intro}\n\n"
+        f"Order {number}\n{text_lines}\n\nTotal: {order.total_amount}\n"
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{qty}</td><td>{price}</td></tr>" for name, qty, price in lines
+    )
+    body = (
+        f"<p>Hello {html.escape(customer.first_name or customer.username)},</p><p>{intro}</p>"
+        f"<h2>Order {number}</h2><table><tr><th>Product</th><th>Quantity</th><th>Unit price</th></tr>"
+        f"{rows}</table><p><strong>Total: {order.total_amount}</strong></p>"
+    )
+    message = EmailMessage()
+    message["To"] = customer.email
+    message["Subject"] = subject
+    # One Message-ID per order and kind: a resend after a crash is recognisable as the same mail.
+    message["Message-ID"] = f"<order-{order.id}-{kind.value}@shop.example>"
+    message.set_content(text)
+    message.add_alternative(body, subtype="html")
+    return message
+
+
+def send_order_email(email_id: int) -> None:
+    """The job: send an owed email once. MailUnavailable propagates, so the job is retried.
+
+    The row is claimed before sending (``sending``) so that two runs of the job never both
+    send; a claim older than five minutes (its worker died) may be taken over.
+    """
+    session = db.session
+    now = utcnow()
+    claimed = session.execute(
+        update(OrderEmail)
+        .where(
+            OrderEmail.id == email_id,
+            (OrderEmail.status == OrderEmailStatus.PENDING)
+            | (
+                (OrderEmail.status == OrderEmailStatus.SENDING)
+                & (OrderEmail.claimed_at < now - STALE_SENDING)
+            ),
+        )
+        .values(
+            status=OrderEmailStatus.SENDING,
+            claimed_at=now,
+            attempts=OrderEmail.attempts + 1,
+            updated_at=now,
+        )
+    ).rowcount
+    session.commit()
+    if not claimed:
+        return  # sent already, or another worker is sending it
+    email = session.get(OrderEmail, email_id)
+    order = session.scalar(select(Order).options(selectinload(Order.items)).where(Order.id == email.order_id))
+    try:
+        send_message(compose_order_email(order, email.kind))
+    except Exception as exc:
+        session.execute(
+            update(OrderEmail)
+            .where(OrderEmail.id == email_id)
+            .values(status=OrderEmailStatus.PENDING, last_error=str(exc)[:255], updated_at=utcnow())
+        )
+        session.commit()
+        raise
+    session.execute(
+        update(OrderEmail)
+        .where(OrderEmail.id == email_id)
+        .values(status=OrderEmailStatus.SENT, sent_at=utcnow(), last_error=None, updated_at=utcnow())
+    )
+    session.commit()
+    EMAILS.labels(email.kind.value).inc()
+
+
+def emails_to_retry() -> list[int]:
+    """For the sweeper: emails still owed after JOB_SWEEP_AFTER_SECONDS, or stuck in sending."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=current_app.config["JOB_SWEEP_AFTER_SECONDS"])
+    ids = db.session.scalars(
+        select(OrderEmail.id).where(
+            ((OrderEmail.status == OrderEmailStatus.PENDING) & (OrderEmail.updated_at < cutoff))
+            | (
+                (OrderEmail.status == OrderEmailStatus.SENDING)
+                & (OrderEmail.claimed_at < now - STALE_SENDING)
+            )
+        )
+    ).all()
+    db.session.rollback()
+    return list(ids)

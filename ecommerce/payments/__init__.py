@@ -1,3 +1,9 @@
-"""Payments: models only so far; the routes come with the shopping features."""
+"""Payments. `blp` is loaded on first use, so importing this package's models pulls in no routes."""
 
-from ecommerce.payments import models  # noqa: F401
+
+def __getattr__(name: str):
+    if name == "blp":
+        from ecommerce.payments.routes import blp
+
+        return blp
+    raise AttributeError(name)

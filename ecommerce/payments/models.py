@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ecommerce.core.models import IdMixin, StrEnum, TimestampMixin, enum_column_type
 from ecommerce.extensions import db
@@ -43,12 +43,17 @@ class Payment(IdMixin, TimestampMixin, db.Model):
     idempotency_key: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     token: Mapped[str] = mapped_column(String(255), nullable=False, default="", server_default="")
     transaction_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    refund_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+
+    order = relationship("Order", lazy="joined", innerjoin=True, viewonly=True)
 
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount_non_negative"),
         Index("ix_payments_order_id", "order_id"),
+        # the sweeper's look-up of payments still pending (or owed a refund)
+        Index("ix_payments_status_updated_at", "status", "updated_at"),
         # At most one payment per order that is pending or succeeded: a second is refused by
         # the database itself, whatever the race.
         Index(

@@ -36,6 +36,7 @@ TABLES = {
     "auth_sessions",
     "order_events",
     "idempotency_keys",
+    "order_emails",
 }
 
 

@@ -1,0 +1,227 @@
+"""Background jobs: the Huey instance and the tasks (payments, refunds, order emails, sweeper).
+
+The queue is Redis when REDIS_URL is set (RedisHuey's storage), otherwise a SQLite file in
+instance/ (SqliteHuey's storage); the consumer is a process of its own either way:
+
+    huey_consumer ecommerce.worker.huey -k thread -w 4
+
+Tasks take ids, never ORM objects, run inside an app context, and are idempotent: the services
+they call check the state in the database before acting. Huey hands a job to one worker and
+forgets it (no acknowledgement), so a worker killed mid-job loses that copy; what makes jobs
+"never lost" is that their work is also recorded in the database (a pending payment, an owed
+email) and ``sweep`` hands anything left undone to a worker again: every minute and whenever a
+consumer starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Flask
+from huey import Huey, crontab, signals
+from huey.storage import RedisStorage, SqliteStorage
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY
+
+from ecommerce.config import Config, config_from_env
+from ecommerce.core.mail import MailUnavailable
+from ecommerce.core.payment_gateway import TransientGatewayError
+
+log = logging.getLogger(__name__)
+
+
+def _storage_for(config) -> tuple[type, dict[str, Any]]:
+    redis_url = config.get("REDIS_URL") if isinstance(config, dict) else config.REDIS_URL
+    if redis_url:
+        return RedisStorage, {"url": redis_url}
+    path = config["HUEY_SQLITE_PATH"] if isinstance(config, dict) else config.HUEY_SQLITE_PATH
+    return SqliteStorage, {"filename": path}
+
+
+_storage_class, _storage_kwargs = _storage_for(config_from_env())
+huey = Huey(Config.HUEY_NAME, results=False, utc=True, storage_class=_storage_class, **_storage_kwargs)
+_storage_key = (_storage_class, tuple(sorted(_storage_kwargs.items())))
+
+
+def configure_queue(app: Flask) -> None:
+    """Point the queue at the app's Redis (or SQLite file), as the app's config says."""
+    global _storage_key
+    storage_class, kwargs = _storage_for(app.config)
+    key = (storage_class, tuple(sorted(kwargs.items())))
+    if key != _storage_key:
+        huey.storage = storage_class(app.config["HUEY_NAME"], **kwargs)
+        _storage_key = key
+
+
+# -- the app the tasks run in -------------------------------------------------------------
+
+_app: Flask | None = None
+_app_lock = threading.Lock()
+
+
+def flask_app() -> Flask:
+    """The app this worker process runs tasks in, built once."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            from ecommerce import create_app
+
+            _app = create_app()
+        return _app
+
+
+def app_task(**options: Any) -> Callable:
+    """A Huey task that runs inside an app context (its own database session)."""
+
+    def decorator(func: Callable) -> Callable:
+        @wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with flask_app().app_context():
+                return func(*args, **kwargs)
+
+        return huey.task(name=func.__name__, **options)(run)
+
+    return decorator
+
+
+# -- the tasks ------------------------------------------------------------------------------
+
+
+@app_task(retries=8, retry_delay=1, retry_backoff=2)
+def process_payment(payment_id: int) -> None:
+    """Charge a pending payment and record the result (TransientGatewayError: retried)."""
+    from ecommerce.payments.services import process_payment as process
+
+    process(payment_id)
+
+
+@app_task(retries=8, retry_delay=1, retry_backoff=2)
+def refund_payment(payment_id: int) -> None:
+    """Refund a succeeded payment of a cancelled order."""
+    from ecommerce.payments.services import refund_payment as refund
+
+    refund(payment_id)
+
+
+@app_task(retries=10, retry_delay=2, retry_backoff=2)
+def send_order_email(email_id: int) -> None:
+    """Send an owed order email (MailUnavailable: retried while the mail server is down)."""
+    from ecommerce.orders.services import send_order_email as send
+
+    send(email_id)
+
+
+def sweep_now() -> dict[str, int]:
+    """Hand every payment, refund and email left undone too long to a worker again."""
+    from ecommerce.orders.services import emails_to_retry
+    from ecommerce.payments.services import payments_to_retry
+
+    with flask_app().app_context():
+        pending, refunds = payments_to_retry()
+        emails = emails_to_retry()
+    for payment_id in pending:
+        process_payment(payment_id)
+    for payment_id in refunds:
+        refund_payment(payment_id)
+    for email_id in emails:
+        send_order_email(email_id)
+    found = {"payments": len(pending), "refunds": len(refunds), "emails": len(emails)}
+    if any(found.values()):
+        log.warning("sweep re-enqueued %s", found)
+    return found
+
+
+@huey.periodic_task(crontab(minute="*"), name="sweep")
+def sweep() -> None:
+    sweep_now()
+
+
+_startup_sweep_done = threading.Event()
+
+
+@huey.on_startup()
+def _sweep_on_startup() -> None:
+    # Every worker thread runs startup hooks; one sweep per consumer process is enough.
+    if _startup_sweep_done.is_set():
+        return
+    _startup_sweep_done.set()
+    try:
+        sweep_now()
+    except Exception:
+        log.exception("startup sweep failed; the periodic sweep will retry")
+
+
+class _ExpectedFailureFilter(logging.Filter):
+    """A gateway hiccup or a mail server down is expected and retried: one warning line, not
+    an ERROR with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (TransientGatewayError, MailUnavailable)):
+            record.msg, record.args = f"{record.getMessage()} Retrying: {error!r}", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("huey").addFilter(_ExpectedFailureFilter())
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+JOBS = Counter("ecommerce_jobs_total", "Background jobs by task and event", ["task", "event"])
+JOB_DURATION = Histogram(
+    "ecommerce_job_duration_seconds",
+    "Time a background job ran, by task and outcome",
+    ["task", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+_started: dict[str, float] = {}
+_EVENTS = {
+    signals.SIGNAL_ENQUEUED: "enqueued",
+    signals.SIGNAL_EXECUTING: "started",
+    signals.SIGNAL_COMPLETE: "succeeded",
+    signals.SIGNAL_ERROR: "failed",
+    signals.SIGNAL_RETRYING: "retried",
+    signals.SIGNAL_EXPIRED: "expired",
+}
+
+
+@huey.signal()
+def _count(signal: str, task, exc: Exception | None = None) -> None:
+    event = _EVENTS.get(signal)
+    if event is None:
+        return
+    JOBS.labels(task.name, event).inc()
+    if signal == signals.SIGNAL_EXECUTING:
+        _started[task.id] = time.perf_counter()
+    elif signal in (signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR):
+        started = _started.pop(task.id, None)
+        if started is not None:
+            outcome = "succeeded" if signal == signals.SIGNAL_COMPLETE else "failed"
+            JOB_DURATION.labels(task.name, outcome).observe(time.perf_counter() - started)
+        if exc is not None and not isinstance(exc, (TransientGatewayError, MailUnavailable)):
+            log.error("job %s %s failed: %r", task.name, task.id, exc)
+
+
+class QueueCollector:
+    """Queue length and scheduled (delayed: retries waiting) jobs, read at scrape time."""
+
+    def collect(self):
+        try:
+            pending, scheduled = huey.pending_count(), huey.scheduled_count()
+        except Exception:  # the queue is down: report nothing rather than fail the scrape
+            return
+        yield GaugeMetricFamily("ecommerce_queue_length", "Jobs waiting in the queue", value=pending)
+        yield GaugeMetricFamily(
+            "ecommerce_queue_scheduled", "Jobs scheduled for later (retries)", value=scheduled
+        )
+
+
+REGISTRY.register(QueueCollector())

@@ -1,0 +1,17 @@
+"""The background worker: ``huey_consumer ecommerce.worker.huey -k thread -w 4``.
+
+Importing this module builds the app (configuration, database, queue, gateway, mail) once, so
+every task runs against it; with WORKER_METRICS_PORT set, the worker's job metrics are served
+on http://127.0.0.1:<port>/metrics.
+"""
+
+from prometheus_client import start_http_server
+
+from ecommerce.tasks import flask_app, huey
+
+app = flask_app()
+
+if app.config["WORKER_METRICS_PORT"]:
+    start_http_server(app.config["WORKER_METRICS_PORT"], addr="127.0.0.1")
+
+__all__ = ["app", "huey"]
