@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -29,30 +30,30 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
 
-from ecommerce.config import Config, config_from_env
+from ecommerce.config import config_from_env
 from ecommerce.core.mail import MailUnavailable
 from ecommerce.core.payment_gateway import TransientGatewayError
 
 log = logging.getLogger(__name__)
 
 
-def _storage_for(config) -> tuple[type, dict[str, Any]]:
-    redis_url = config.get("REDIS_URL") if isinstance(config, dict) else config.REDIS_URL
+def _storage_for(redis_url: str | None, sqlite_path: str) -> tuple[type, dict[str, Any]]:
     if redis_url:
         return RedisStorage, {"url": redis_url}
-    path = config["HUEY_SQLITE_PATH"] if isinstance(config, dict) else config.HUEY_SQLITE_PATH
-    return SqliteStorage, {"filename": path}
+    Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStorage, {"filename": sqlite_path}
 
 
-_storage_class, _storage_kwargs = _storage_for(config_from_env())
-huey = Huey(Config.HUEY_NAME, results=False, utc=True, storage_class=_storage_class, **_storage_kwargs)
+_env_config = config_from_env()
+_storage_class, _storage_kwargs = _storage_for(_env_config.REDIS_URL, _env_config.HUEY_SQLITE_PATH)
+huey = Huey(_env_config.HUEY_NAME, results=False, utc=True, storage_class=_storage_class, **_storage_kwargs)
 _storage_key = (_storage_class, tuple(sorted(_storage_kwargs.items())))
 
 
 def configure_queue(app: Flask) -> None:
     """Point the queue at the app's Redis (or SQLite file), as the app's config says."""
     global _storage_key
-    storage_class, kwargs = _storage_for(app.config)
+    storage_class, kwargs = _storage_for(app.config.get("REDIS_URL"), app.config["HUEY_SQLITE_PATH"])
     key = (storage_class, tuple(sorted(kwargs.items())))
     if key != _storage_key:
         huey.storage = storage_class(app.config["HUEY_NAME"], **kwargs)
