@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout clean
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean
 
 help:
 	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
@@ -24,6 +24,7 @@ help:
 	@echo "make seed         seed the demo catalog (SEED_PRODUCTS=$(SEED_PRODUCTS))"
 	@echo "make bench-cache  cached vs uncached product detail, side by side"
 	@echo "make bench-checkout  checkout: 50 buyers on distinct products vs one hot product"
+	@echo "make bench-payments  payments: POST, then poll until the worker has charged them"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,9 @@ bench-cache: install-dev
 
 bench-checkout: install-dev
 	$(BIN)/python benchmarks/checkout.py
+
+bench-payments: install-dev
+	$(BIN)/python benchmarks/payments.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -11,7 +11,8 @@ from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.orm import Session
 
 from ecommerce.config import METRICS_MULTIPROCESS
 from ecommerce.errors import ProblemSchema
@@ -38,6 +39,21 @@ db = SQLAlchemy(
     metadata=MetaData(naming_convention=NAMING_CONVENTION),
     session_options={"expire_on_commit": False},
 )
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _locked_rows_are_read_fresh(state) -> None:
+    """A row read ``FOR UPDATE`` is the row as it is now, never an older copy in the session.
+
+    Objects outlive their transaction here (expire_on_commit=False), and the ORM would hand back
+    the copy already in the identity map. A service that locks a row to check its state (is
+    this payment still pending?) must see the committed truth, so every locking select
+    overwrites what the session held.
+    """
+    if state.is_select and getattr(state.statement, "_for_update_arg", None) is not None:
+        state.update_execution_options(populate_existing=True)
+
+
 migrate = Migrate()
 api = Api()
 api.ERROR_SCHEMA = ProblemSchema  # document errors as the problem+json they are

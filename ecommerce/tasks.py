@@ -143,15 +143,24 @@ def sweep() -> None:
     sweep_now()
 
 
-_startup_sweep_done = threading.Event()
+_startup_lock = threading.Lock()
+_startup_done = False
 
 
 @huey.on_startup()
 def _sweep_on_startup() -> None:
-    # Every worker thread runs startup hooks; one sweep per consumer process is enough.
-    if _startup_sweep_done.is_set():
-        return
-    _startup_sweep_done.set()
+    # Every worker thread runs startup hooks; once per consumer process is enough.
+    global _startup_done
+    with _startup_lock:
+        if _startup_done:
+            return
+        _startup_done = True
+    # huey_consumer gives the "huey" logger a handler of its own after importing this module;
+    # its records then came out twice (plain and JSON) and ignored LOG_LEVEL. The app's JSON
+    # logging on the root logger is the one to keep.
+    huey_logger = logging.getLogger("huey")
+    huey_logger.handlers.clear()
+    huey_logger.setLevel(logging.NOTSET)
     try:
         sweep_now()
     except Exception:
