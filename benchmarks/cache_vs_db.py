@@ -90,11 +90,15 @@ def prepare_database(env: dict[str, str]) -> None:
     flask("seed", "--products", str(PRODUCTS), env=env)
 
 
-def start_instance(name: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    log = open(Path(tempfile.gettempdir()) / f"bench-{name}.log", "w")  # noqa: SIM115
+def start_instance(
+    name: str, port: int, env: dict[str, str], *, log_path: Path | None = None, workers: str | None = None
+) -> subprocess.Popen:
+    """gunicorn on 127.0.0.1:<port> in a process group of its own, once /readyz answers 200."""
+    log_path = log_path or Path(tempfile.gettempdir()) / f"bench-{name}.log"
+    log = open(log_path, "w")  # noqa: SIM115
     process = subprocess.Popen(
         [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
-        env={**env, "PORT": str(port), "WEB_CONCURRENCY": WORKERS, "INSTANCE_NAME": name},
+        env={**env, "PORT": str(port), "WEB_CONCURRENCY": workers or WORKERS, "INSTANCE_NAME": name},
         cwd=ROOT,
         stdout=log,
         stderr=log,
@@ -108,12 +112,16 @@ def start_instance(name: str, port: int, env: dict[str, str]) -> subprocess.Pope
                     return process
         except OSError:
             time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{name} did not become ready; see {log.name}")
+    stop(process)
+    raise SystemExit(f"{name} did not become ready; see {log_path}")
 
 
 def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM to the process group, SIGKILL if it has not gone within 30 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:

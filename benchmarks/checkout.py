@@ -48,22 +48,20 @@ import http.client
 import json
 import math
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cache_vs_db import flask, free_port, start_instance, stop  # noqa: E402
+
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_checkout"
 )
@@ -81,16 +79,6 @@ PLENTY = 1_000_000
 PASSWORD = "bench-checkout-password"
 LOG_PATH = Path(tempfile.gettempdir()) / "bench-checkout.log"
 DISTINCT, HOT, LIMITED = "distinct products", "one hot product", "hot, limited stock"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def flask(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([str(BIN / "flask"), *args], check=True, env=env, cwd=ROOT)
 
 
 def connect_db():
@@ -115,40 +103,6 @@ def prepare_database(env: dict[str, str]) -> None:
     admin.close()
     flask("db", "upgrade", env=env)
     flask("seed", "--products", str(PRODUCTS), "--customers", "0", env=env)
-
-
-def start_instance(name: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    log = open(LOG_PATH, "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
-        env={**env, "PORT": str(port), "WEB_CONCURRENCY": WORKERS, "INSTANCE_NAME": name},
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    stop(process)
-    raise SystemExit(f"{name} did not become ready; see {LOG_PATH}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class Client:
@@ -434,7 +388,7 @@ def main() -> None:
     database = connect_db()
     distinct, hot, limited = pick_products(database)
     port = free_port()
-    server = start_instance("bench-checkout", port, base_env)
+    server = start_instance("bench-checkout", port, base_env, log_path=LOG_PATH, workers=WORKERS)
     failures: list[str] = []
     samples: dict[str, list[Run]] = {DISTINCT: [], HOT: [], LIMITED: []}
     try:

@@ -81,6 +81,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkout  # noqa: E402  (its helpers: gunicorn, buyers, HTTP client, database, log summary)
+from cache_vs_db import BIN, ROOT, free_port, start_instance, stop  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_payments"
@@ -156,11 +157,11 @@ def reset_state(base_env: dict[str, str]) -> None:
 
 def start_consumer(env: dict[str, str], metrics_port: int) -> subprocess.Popen:
     log = open(CONSUMER_LOG, "w")  # noqa: SIM115
-    command = [str(checkout.BIN / "huey_consumer"), "ecommerce.worker.huey", "-k", "thread"]
+    command = [str(BIN / "huey_consumer"), "ecommerce.worker.huey", "-k", "thread"]
     process = subprocess.Popen(
         [*command, "-w", CONSUMER_WORKERS],
         env={**env, "WORKER_METRICS_PORT": str(metrics_port)},
-        cwd=checkout.ROOT,
+        cwd=ROOT,
         stdout=log,
         stderr=log,
         start_new_session=True,
@@ -175,7 +176,7 @@ def start_consumer(env: dict[str, str], metrics_port: int) -> subprocess.Popen:
                     return process
         except OSError:
             time.sleep(0.2)
-    checkout.stop(process)
+    stop(process)
     raise SystemExit(f"the Huey consumer did not start; see {CONSUMER_LOG}")
 
 
@@ -450,8 +451,8 @@ def main() -> None:
     reset_state(base_env)
     database = checkout.connect_db()
     products, _, _ = checkout.pick_products(database)
-    port, metrics_port = checkout.free_port(), checkout.free_port()
-    server = checkout.start_instance("bench-payments", port, base_env)
+    port, metrics_port = free_port(), free_port()
+    server = start_instance("bench-payments", port, base_env, log_path=GUNICORN_LOG, workers=WORKERS)
     consumer = None
     try:
         consumer = start_consumer(base_env, metrics_port)
@@ -471,8 +472,8 @@ def main() -> None:
             failures.append(f"{unsent} owed email(s) still unsent 60 s after the last payment")
     finally:
         if consumer is not None:
-            checkout.stop(consumer)
-        checkout.stop(server)
+            stop(consumer)
+        stop(server)
         database.close()
     load_after = os.getloadavg()
 

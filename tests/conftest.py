@@ -191,6 +191,21 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def new_customer(client):
+    """A fresh customer and the headers of their login."""
+    from tests.factories import UserFactory
+
+    customer = UserFactory()
+    return customer, bearer(login(client, customer.username)["access_token"])
+
+
+def assert_problem(response, status: int) -> dict:
+    """The response is an RFC 9457 problem with this status; returns its body."""
+    assert response.status_code == status, response.get_json()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    return response.get_json()
+
+
 @pytest.fixture
 def user(client):
     from tests.factories import UserFactory

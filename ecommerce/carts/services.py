@@ -6,7 +6,7 @@ from sqlalchemy import delete, select
 
 from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.carts.schemas import MAX_LINE_QUANTITY
-from ecommerce.core.models import dialect_insert, utcnow
+from ecommerce.core.models import dialect_insert, owned_row_id, utcnow
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.products.services import get_product
@@ -14,18 +14,8 @@ from ecommerce.users.models import User
 
 
 def cart_id_of(user: User) -> int:
-    """The user's cart id, creating the cart on first use (safe when two requests race)."""
-    session = db.session
-    cart_id = session.scalar(select(ShoppingCart.id).where(ShoppingCart.user_id == user.id))
-    if cart_id is not None:
-        return cart_id
-    session.execute(
-        dialect_insert(ShoppingCart, session.get_bind().dialect.name)
-        .values(user_id=user.id, created_at=utcnow(), updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["user_id"])
-    )
-    session.commit()
-    return session.scalar(select(ShoppingCart.id).where(ShoppingCart.user_id == user.id))
+    """The user's cart id, creating the cart on first use."""
+    return owned_row_id(ShoppingCart, user.id)
 
 
 def get_cart(user: User) -> ShoppingCart:

@@ -82,3 +82,25 @@ def dialect_insert(model, bind_dialect: str):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(model)
+
+
+def owned_row_id(model, user_id: int) -> int:
+    """The id of the user's one ``model`` row (their cart, their wishlist), made on first use.
+
+    Safe when two first requests race: the insert yields to the UNIQUE (user_id) constraint.
+    """
+    from sqlalchemy import select
+
+    from ecommerce.extensions import db
+
+    session = db.session
+    row_id = session.scalar(select(model.id).where(model.user_id == user_id))
+    if row_id is not None:
+        return row_id
+    session.execute(
+        dialect_insert(model, session.get_bind().dialect.name)
+        .values(user_id=user_id, created_at=utcnow(), updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    session.commit()
+    return session.scalar(select(model.id).where(model.user_id == user_id))

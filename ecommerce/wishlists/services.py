@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from ecommerce.core.models import dialect_insert, utcnow
+from ecommerce.core.models import dialect_insert, owned_row_id, utcnow
 from ecommerce.errors import NotFound
 from ecommerce.extensions import db
 from ecommerce.products.services import get_product
@@ -13,18 +13,8 @@ from ecommerce.wishlists.models import Wishlist, WishlistItem
 
 
 def wishlist_id_of(user: User) -> int:
-    """The user's wishlist id, creating it on first use (safe when two requests race)."""
-    session = db.session
-    wishlist_id = session.scalar(select(Wishlist.id).where(Wishlist.user_id == user.id))
-    if wishlist_id is not None:
-        return wishlist_id
-    session.execute(
-        dialect_insert(Wishlist, session.get_bind().dialect.name)
-        .values(user_id=user.id, created_at=utcnow(), updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["user_id"])
-    )
-    session.commit()
-    return session.scalar(select(Wishlist.id).where(Wishlist.user_id == user.id))
+    """The user's wishlist id, creating the wishlist on first use."""
+    return owned_row_id(Wishlist, user.id)
 
 
 def get_wishlist(user: User) -> Wishlist:

@@ -6,22 +6,11 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import bearer, login
-from tests.factories import ProductFactory, UserFactory
+from tests.conftest import assert_problem, new_customer
+from tests.factories import ProductFactory
 
 CART_FIELDS = {"id", "items", "total_amount"}
 LINE_FIELDS = {"id", "product_id", "quantity", "unit_price", "line_total"}
-
-
-def _customer_headers(client):
-    customer = UserFactory()
-    return customer, bearer(login(client, customer.username)["access_token"])
-
-
-def _assert_problem(response, status):
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.get_json()
 
 
 def _cart(client, headers):
@@ -46,11 +35,11 @@ def _assert_money(value: str) -> Decimal:
 
 def test_anonymous_is_401(client):
     product = ProductFactory()
-    _assert_problem(client.get("/api/cart/"), 401)
-    _assert_problem(client.delete("/api/cart/"), 401)
-    _assert_problem(client.post("/api/cart/items/", json={"product_id": product.id, "quantity": 1}), 401)
-    _assert_problem(client.patch("/api/cart/items/1/", json={"quantity": 1}), 401)
-    _assert_problem(client.delete("/api/cart/items/1/"), 401)
+    assert_problem(client.get("/api/cart/"), 401)
+    assert_problem(client.delete("/api/cart/"), 401)
+    assert_problem(client.post("/api/cart/items/", json={"product_id": product.id, "quantity": 1}), 401)
+    assert_problem(client.patch("/api/cart/items/1/", json={"quantity": 1}), 401)
+    assert_problem(client.delete("/api/cart/items/1/"), 401)
 
 
 def test_cart_is_made_on_first_use(client, user_headers):
@@ -65,7 +54,7 @@ def test_cart_is_made_on_first_use(client, user_headers):
 
 
 def test_each_user_has_their_own_cart(client, user_headers):
-    _, other_headers = _customer_headers(client)
+    _, other_headers = new_customer(client)
     product = ProductFactory()
     assert _add(client, user_headers, product.id).status_code == 201
     mine, theirs = _cart(client, user_headers), _cart(client, other_headers)
@@ -115,9 +104,7 @@ def test_cart_lifecycle(client, user_headers):
     cart = _cart(client, user_headers)
     assert [item["id"] for item in cart["items"]] == [line["id"]]
     assert cart["total_amount"] == "139.93"
-    _assert_problem(
-        client.delete(f"/api/cart/items/{clip_line.get_json()['id']}/", headers=user_headers), 404
-    )
+    assert_problem(client.delete(f"/api/cart/items/{clip_line.get_json()['id']}/", headers=user_headers), 404)
 
     # Empty the cart.
     emptied = client.delete("/api/cart/", headers=user_headers)
@@ -142,7 +129,7 @@ def test_cart_shows_the_current_price(client, user_headers, admin_headers):
 
 
 def test_unknown_product_is_404(client, user_headers):
-    _assert_problem(_add(client, user_headers, 987654), 404)
+    assert_problem(_add(client, user_headers, 987654), 404)
     assert _cart(client, user_headers)["items"] == []
 
 
@@ -166,7 +153,7 @@ def test_add_validation(client, user_headers, body, field):
     product = ProductFactory()
     payload = {"product_id": product.id, "quantity": 1, **body}
     payload = {key: value for key, value in payload.items() if value != "absent"}
-    problem = _assert_problem(client.post("/api/cart/items/", json=payload, headers=user_headers), 422)
+    problem = assert_problem(client.post("/api/cart/items/", json=payload, headers=user_headers), 422)
     assert field in problem["errors"]
     assert _cart(client, user_headers)["items"] == []
 
@@ -178,20 +165,20 @@ def test_patch_validation(client, user_headers, quantity):
     response = client.patch(
         f"/api/cart/items/{line['id']}/", json={"quantity": quantity}, headers=user_headers
     )
-    problem = _assert_problem(response, 422)
+    problem = assert_problem(response, 422)
     assert "quantity" in problem["errors"]
     assert _cart(client, user_headers)["items"][0]["quantity"] == 2
 
 
 def test_another_users_line_is_404_and_untouched(client, user_headers):
-    _, other_headers = _customer_headers(client)
+    _, other_headers = new_customer(client)
     product = ProductFactory()
     line = _add(client, user_headers, product.id, 2).get_json()
     before = _cart(client, user_headers)
 
     patched = client.patch(f"/api/cart/items/{line['id']}/", json={"quantity": 9}, headers=other_headers)
-    _assert_problem(patched, 404)
-    _assert_problem(client.delete(f"/api/cart/items/{line['id']}/", headers=other_headers), 404)
+    assert_problem(patched, 404)
+    assert_problem(client.delete(f"/api/cart/items/{line['id']}/", headers=other_headers), 404)
     # Emptying one's own cart leaves others' alone.
     assert client.delete("/api/cart/", headers=other_headers).status_code == 204
 
@@ -200,8 +187,8 @@ def test_another_users_line_is_404_and_untouched(client, user_headers):
 
 
 def test_unknown_line_is_404(client, user_headers):
-    _assert_problem(client.patch("/api/cart/items/987654/", json={"quantity": 1}, headers=user_headers), 404)
-    _assert_problem(client.delete("/api/cart/items/987654/", headers=user_headers), 404)
+    assert_problem(client.patch("/api/cart/items/987654/", json={"quantity": 1}, headers=user_headers), 404)
+    assert_problem(client.delete("/api/cart/items/987654/", headers=user_headers), 404)
 
 
 def test_paths_without_the_final_slash(client, user_headers):

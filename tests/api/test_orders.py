@@ -11,8 +11,8 @@ from sqlalchemy import event, func, select
 
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order
-from tests.conftest import bearer, login
-from tests.factories import ProductFactory, UserFactory
+from tests.conftest import assert_problem, new_customer
+from tests.factories import ProductFactory
 
 ORDER_FIELDS = {"id", "user_id", "order_status", "total_amount", "items", "created_at", "updated_at"}
 ITEM_FIELDS = {"product_id", "quantity", "price"}
@@ -34,17 +34,6 @@ WALK_TO = {
     "cancelled": ["cancelled"],
 }
 ILLEGAL_MOVES = [(start, to) for start in STATUSES for to in STATUSES if to not in LEGAL_MOVES[start]]
-
-
-def _customer(client):
-    customer = UserFactory()
-    return customer, bearer(login(client, customer.username)["access_token"])
-
-
-def _assert_problem(response, status):
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.get_json()
 
 
 def _fill_cart(client, headers, lines):
@@ -162,20 +151,20 @@ def test_checkout_without_the_final_slash(client, user_headers):
 
 
 def test_checkout_is_401_for_anonymous(client):
-    _assert_problem(client.post("/api/orders/", json={}), 401)
-    _assert_problem(client.get("/api/orders/"), 401)
-    _assert_problem(client.get("/api/orders/1/"), 401)
-    _assert_problem(client.post("/api/orders/1/cancel/"), 401)
-    _assert_problem(client.patch("/api/orders/1/", json={"order_status": "paid"}), 401)
+    assert_problem(client.post("/api/orders/", json={}), 401)
+    assert_problem(client.get("/api/orders/"), 401)
+    assert_problem(client.get("/api/orders/1/"), 401)
+    assert_problem(client.post("/api/orders/1/cancel/"), 401)
+    assert_problem(client.patch("/api/orders/1/", json={"order_status": "paid"}), 401)
 
 
 def test_empty_cart_is_409(client, user_headers):
-    _assert_problem(client.post("/api/orders/", json={}, headers=user_headers), 409)
+    assert_problem(client.post("/api/orders/", json={}, headers=user_headers), 409)
     # An emptied cart too.
     product = ProductFactory()
     _fill_cart(client, user_headers, [(product, 1)])
     assert client.delete("/api/cart/", headers=user_headers).status_code == 204
-    _assert_problem(client.post("/api/orders/", json={}, headers=user_headers), 409)
+    assert_problem(client.post("/api/orders/", json={}, headers=user_headers), 409)
     assert _order_count() == 0
     assert _stock(client, product) == 10
 
@@ -187,7 +176,7 @@ def test_insufficient_stock_names_each_short_product_and_changes_nothing(client,
     _fill_cart(client, user_headers, [(plenty, 1), (short_a, 3), (short_b, 5)])
     cart_before = _cart_lines(client, user_headers)
 
-    problem = _assert_problem(client.post("/api/orders/", json={}, headers=user_headers), 409)
+    problem = assert_problem(client.post("/api/orders/", json={}, headers=user_headers), 409)
     short = sorted(problem["products"], key=lambda entry: entry["product_id"])
     assert short == sorted(
         [
@@ -216,7 +205,7 @@ def test_checkout_with_exactly_the_stock_left(client, user_headers):
 def test_checkout_validation(client, user_headers, body):
     product = ProductFactory()
     _fill_cart(client, user_headers, [(product, 1)])
-    _assert_problem(client.post("/api/orders/", json=body, headers=user_headers), 422)
+    assert_problem(client.post("/api/orders/", json=body, headers=user_headers), 422)
     assert _order_count() == 0 and _cart_lines(client, user_headers) == [(product.id, 1)]
 
 
@@ -253,7 +242,7 @@ def test_idempotency_key_with_another_body_is_422(client, user_headers):
 
     _fill_cart(client, user_headers, [(product, 1)])
     other = client.post("/api/orders/", json={"shipping_address": "B"}, headers={**user_headers, **key})
-    problem = _assert_problem(other, 422)
+    problem = assert_problem(other, 422)
     assert "Idempotency-Key" in problem["errors"]
     assert _order_count() == 1 and _stock(client, product) == 9
     assert _cart_lines(client, user_headers) == [(product.id, 1)]
@@ -263,7 +252,7 @@ def test_idempotency_key_with_another_body_is_422(client, user_headers):
 def test_invalid_idempotency_key_is_422(client, user_headers, key):
     product = ProductFactory(stock_quantity=10)
     _fill_cart(client, user_headers, [(product, 1)])
-    problem = _assert_problem(
+    problem = assert_problem(
         client.post("/api/orders/", json={}, headers={**user_headers, "Idempotency-Key": key}), 422
     )
     assert "Idempotency-Key" in problem["errors"]
@@ -279,7 +268,7 @@ def test_idempotency_key_of_255_chars_is_fine(client, user_headers):
 
 
 def test_idempotency_keys_are_per_user(client, user, user_headers):
-    other, other_headers = _customer(client)
+    other, other_headers = new_customer(client)
     product = ProductFactory(stock_quantity=10)
     key = {"Idempotency-Key": "shared-key"}
 
@@ -301,12 +290,12 @@ def test_insufficient_stock_with_a_key_is_replayed(client, user_headers):
     key = {"Idempotency-Key": "short-stock"}
 
     first = client.post("/api/orders/", json={}, headers={**user_headers, **key})
-    problem = _assert_problem(first, 409)
+    problem = assert_problem(first, 409)
     assert problem["products"] == [{"product_id": product.id, "requested": 2, "available": 1}]
     assert "Idempotent-Replayed" not in first.headers
 
     retry = client.post("/api/orders/", json={}, headers={**user_headers, **key})
-    assert _assert_problem(retry, 409) == problem
+    assert assert_problem(retry, 409) == problem
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert _order_count() == 0 and _stock(client, product) == 1
     assert _cart_lines(client, user_headers) == [(product.id, 2)]
@@ -316,12 +305,12 @@ def test_insufficient_stock_with_a_key_is_replayed(client, user_headers):
 
 
 def test_list_orders(client, user, user_headers, admin_headers):
-    other, other_headers = _customer(client)
+    other, other_headers = new_customer(client)
     product = ProductFactory(stock_quantity=100)
     mine = [_checkout(client, user_headers, [(product, n)], json={}) for n in (1, 2, 3)]
     theirs = _checkout(client, other_headers, [(product, 4)], json={})
 
-    _assert_problem(client.get("/api/orders/"), 401)
+    assert_problem(client.get("/api/orders/"), 401)
 
     listed = client.get("/api/orders/", headers=user_headers)
     assert listed.status_code == 200
@@ -368,13 +357,13 @@ def test_list_orders(client, user, user_headers, admin_headers):
 
 @pytest.mark.parametrize("query", ["order_status=bogus", "user_id=0", "user_id=abc", "page_size=101"])
 def test_bad_list_queries_are_422(client, admin_headers, query):
-    _assert_problem(client.get(f"/api/orders/?{query}", headers=admin_headers), 422)
+    assert_problem(client.get(f"/api/orders/?{query}", headers=admin_headers), 422)
 
 
 def test_listing_takes_the_same_number_of_queries_whatever_the_page_size(client):
     products = [ProductFactory(stock_quantity=1000) for _ in range(2)]
-    few, few_headers = _customer(client)
-    many, many_headers = _customer(client)
+    few, few_headers = new_customer(client)
+    many, many_headers = new_customer(client)
     for _ in range(2):
         _checkout(client, few_headers, [(products[0], 1), (products[1], 2)], json={})
     for _ in range(30):
@@ -397,7 +386,7 @@ def test_listing_takes_the_same_number_of_queries_whatever_the_page_size(client)
 
 
 def test_order_detail(client, user, user_headers, admin_headers):
-    _, other_headers = _customer(client)
+    _, other_headers = new_customer(client)
     product = ProductFactory(price=Decimal("4.25"))
     order = _checkout(client, user_headers, [(product, 2)], json={})
 
@@ -416,10 +405,10 @@ def test_order_detail(client, user, user_headers, admin_headers):
     assert client.get(f"/api/orders/{order['id']}", headers=user_headers).get_json() == detail
 
     # Another customer's order does not exist for them.
-    _assert_problem(client.get(f"/api/orders/{order['id']}/", headers=other_headers), 404)
+    assert_problem(client.get(f"/api/orders/{order['id']}/", headers=other_headers), 404)
     assert _order(client, admin_headers, order["id"]) == detail
-    _assert_problem(client.get("/api/orders/987654/", headers=user_headers), 404)
-    _assert_problem(client.get("/api/orders/987654/", headers=admin_headers), 404)
+    assert_problem(client.get("/api/orders/987654/", headers=user_headers), 404)
+    assert_problem(client.get("/api/orders/987654/", headers=admin_headers), 404)
 
 
 # --- the status machine ----------------------------------------------------------------------
@@ -459,7 +448,7 @@ def test_illegal_moves_are_409(client, user_headers, admin_headers, start, to):
     before = _order(client, admin_headers, order["id"])
     stock = _stock(client, product)
 
-    _assert_problem(_move(client, admin_headers, order["id"], to), 409)
+    assert_problem(_move(client, admin_headers, order["id"], to), 409)
     assert _order(client, admin_headers, order["id"]) == before
     assert _stock(client, product) == stock
 
@@ -470,7 +459,7 @@ def test_illegal_moves_are_409(client, user_headers, admin_headers, start, to):
 def test_invalid_status_is_422(client, user_headers, admin_headers, body):
     product = ProductFactory()
     order = _checkout(client, user_headers, [(product, 1)], json={})
-    problem = _assert_problem(
+    problem = assert_problem(
         client.patch(f"/api/orders/{order['id']}/", json=body, headers=admin_headers), 422
     )
     assert "order_status" in problem["errors"]
@@ -480,9 +469,9 @@ def test_invalid_status_is_422(client, user_headers, admin_headers, body):
 def test_only_the_admin_changes_status(client, user_headers, admin_headers):
     product = ProductFactory()
     order = _checkout(client, user_headers, [(product, 1)], json={})
-    _assert_problem(_move(client, user_headers, order["id"], "paid"), 403)
+    assert_problem(_move(client, user_headers, order["id"], "paid"), 403)
     assert _order(client, user_headers, order["id"])["order_status"] == "pending"
-    _assert_problem(_move(client, admin_headers, 987654, "paid"), 404)
+    assert_problem(_move(client, admin_headers, 987654, "paid"), 404)
 
 
 # --- cancelling ------------------------------------------------------------------------------
@@ -502,8 +491,8 @@ def test_owner_cancels_a_pending_order(client, user, user_headers):
     assert (_stock(client, pen), _stock(client, clip)) == (10, 6)
 
     # Only once: the second cancel is 409 and gives nothing back again.
-    _assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=user_headers), 409)
-    _assert_problem(client.post(f"/api/orders/{order['id']}/cancel", headers=user_headers), 409)
+    assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=user_headers), 409)
+    assert_problem(client.post(f"/api/orders/{order['id']}/cancel", headers=user_headers), 409)
     assert (_stock(client, pen), _stock(client, clip)) == (10, 6)
     assert len(_order(client, user_headers, order["id"])["events"]) == 2
 
@@ -542,19 +531,19 @@ def test_a_shipped_order_cannot_be_cancelled(client, user_headers, admin_headers
     for step in WALK_TO[status]:
         assert _move(client, admin_headers, order["id"], step).status_code == 200
 
-    _assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=user_headers), 409)
-    _assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=admin_headers), 409)
+    assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=user_headers), 409)
+    assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=admin_headers), 409)
     assert _order(client, user_headers, order["id"])["order_status"] == status
     assert _stock(client, product) == 6
 
 
 def test_another_users_order_cannot_be_cancelled(client, user_headers):
-    _, other_headers = _customer(client)
+    _, other_headers = new_customer(client)
     product = ProductFactory(stock_quantity=10)
     order = _checkout(client, user_headers, [(product, 4)], json={})
 
-    _assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=other_headers), 404)
-    _assert_problem(client.post("/api/orders/987654/cancel/", headers=other_headers), 404)
+    assert_problem(client.post(f"/api/orders/{order['id']}/cancel/", headers=other_headers), 404)
+    assert_problem(client.post("/api/orders/987654/cancel/", headers=other_headers), 404)
     assert _order(client, user_headers, order["id"])["order_status"] == "pending"
     assert _stock(client, product) == 6
 

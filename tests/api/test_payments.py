@@ -12,22 +12,11 @@ from sqlalchemy import func, select, update
 from ecommerce import tasks
 from ecommerce.extensions import db
 from ecommerce.payments.models import Payment, PaymentStatus
-from tests.conftest import bearer, login
-from tests.factories import ProductFactory, UserFactory
+from tests.conftest import assert_problem, new_customer
+from tests.factories import ProductFactory
 
 PAYMENT_FIELDS = {"id", "order_id", "payment_method", "amount", "status"}
 VISA = {"payment_method": "card", "token": "tok_visa"}
-
-
-def _customer(client):
-    customer = UserFactory()
-    return customer, bearer(login(client, customer.username)["access_token"])
-
-
-def _assert_problem(response, status):
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.get_json()
 
 
 def _order(client, headers, lines=((Decimal("19.99"), 2),)):
@@ -115,37 +104,37 @@ def test_pay_without_the_final_slash(client, user_headers):
 def test_validation_is_422(client, user_headers, body, field):
     order = _order(client, user_headers)
     before = _queued()
-    problem = _assert_problem(_pay(client, user_headers, order["id"], body), 422)
+    problem = assert_problem(_pay(client, user_headers, order["id"], body), 422)
     assert field in str(problem["errors"])
     assert _payments_of(order["id"]) == [] and _queued() == before
 
 
 def test_anonymous_is_401(client, user_headers):
     order = _order(client, user_headers)
-    _assert_problem(client.post(f"/api/orders/{order['id']}/payments/", json=VISA), 401)
+    assert_problem(client.post(f"/api/orders/{order['id']}/payments/", json=VISA), 401)
     assert _payments_of(order["id"]) == []
 
 
 def test_another_users_order_is_404(client, user_headers, admin_headers):
     order = _order(client, user_headers)
-    _, other_headers = _customer(client)
+    _, other_headers = new_customer(client)
     before = _queued()
-    _assert_problem(_pay(client, other_headers, order["id"]), 404)
+    assert_problem(_pay(client, other_headers, order["id"]), 404)
     # Not even an admin pays for someone else's order: payments are the owner's.
-    _assert_problem(_pay(client, admin_headers, order["id"]), 404)
+    assert_problem(_pay(client, admin_headers, order["id"]), 404)
     assert _payments_of(order["id"]) == [] and _queued() == before
 
 
 def test_unknown_order_is_404(client, user_headers):
-    _assert_problem(_pay(client, user_headers, 987654), 404)
-    _assert_problem(_pay(client, user_headers, 2**31), 404)
+    assert_problem(_pay(client, user_headers, 987654), 404)
+    assert_problem(_pay(client, user_headers, 2**31), 404)
 
 
 def test_a_cancelled_order_cannot_be_paid(client, user_headers):
     order = _order(client, user_headers)
     assert client.post(f"/api/orders/{order['id']}/cancel/", headers=user_headers).status_code == 200
     before = _queued()
-    problem = _assert_problem(_pay(client, user_headers, order["id"]), 409)
+    problem = assert_problem(_pay(client, user_headers, order["id"]), 409)
     assert "cancelled" in problem["detail"]
     assert _payments_of(order["id"]) == [] and _queued() == before
 
@@ -159,7 +148,7 @@ def test_an_order_that_is_no_longer_pending_cannot_be_paid(client, user_headers,
         )
         assert moved.status_code == 200, moved.get_json()
     before = _queued()
-    problem = _assert_problem(_pay(client, user_headers, order["id"]), 409)
+    problem = assert_problem(_pay(client, user_headers, order["id"]), 409)
     assert walk[-1] in problem["detail"]
     assert _payments_of(order["id"]) == [] and _queued() == before
 
@@ -169,7 +158,7 @@ def test_a_second_payment_while_one_is_pending_is_409(client, user_headers):
     first = _pay(client, user_headers, order["id"])
     assert first.status_code == 202
     before = _queued()
-    _assert_problem(
+    assert_problem(
         _pay(client, user_headers, order["id"], {"payment_method": "paypal", "token": "tok_2"}), 409
     )
     assert [p.id for p in _payments_of(order["id"])] == [first.get_json()["id"]]
@@ -184,7 +173,7 @@ def test_a_second_payment_after_a_success_is_409(client, user_headers):
         update(Payment).where(Payment.id == first["id"]).values(status=PaymentStatus.SUCCEEDED)
     )
     db.session.commit()
-    _assert_problem(_pay(client, user_headers, order["id"]), 409)
+    assert_problem(_pay(client, user_headers, order["id"]), 409)
     assert len(_payments_of(order["id"])) == 1
 
 
@@ -233,8 +222,8 @@ def test_idempotency_key_replays_the_first_payment(client, user_headers):
 
     # The same key with another body is 422; without a key, a second payment is 409.
     other = _pay(client, key, order["id"], {"payment_method": "paypal", "token": "tok_visa"})
-    assert "Idempotency-Key" in _assert_problem(other, 422)["errors"]
-    _assert_problem(_pay(client, user_headers, order["id"]), 409)
+    assert "Idempotency-Key" in assert_problem(other, 422)["errors"]
+    assert_problem(_pay(client, user_headers, order["id"]), 409)
     assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
 
 
@@ -242,10 +231,10 @@ def test_idempotency_key_replays_a_409(client, user_headers):
     order = _order(client, user_headers)
     assert _pay(client, user_headers, order["id"]).status_code == 202
     key = {**user_headers, "Idempotency-Key": "pay-again"}
-    first = _assert_problem(_pay(client, key, order["id"]), 409)
+    first = assert_problem(_pay(client, key, order["id"]), 409)
     retry = _pay(client, key, order["id"])
     assert retry.headers["Idempotent-Replayed"] == "true"
-    assert _assert_problem(retry, 409) == first
+    assert assert_problem(retry, 409) == first
 
 
 # --- reading a payment -----------------------------------------------------------------------
@@ -254,7 +243,7 @@ def test_idempotency_key_replays_a_409(client, user_headers):
 def test_read_a_payment(client, user_headers, admin_headers):
     order = _order(client, user_headers)
     payment = _pay(client, user_headers, order["id"]).get_json()
-    _, other_headers = _customer(client)
+    _, other_headers = new_customer(client)
     path = f"/api/payments/{payment['id']}/"
 
     mine = client.get(path, headers=user_headers)
@@ -266,7 +255,7 @@ def test_read_a_payment(client, user_headers, admin_headers):
     by_admin = client.get(path, headers=admin_headers)
     assert by_admin.status_code == 200 and by_admin.get_json() == mine.get_json()
 
-    _assert_problem(client.get(path, headers=other_headers), 404)
-    _assert_problem(client.get(path), 401)
-    _assert_problem(client.get("/api/payments/987654/", headers=user_headers), 404)
-    _assert_problem(client.get("/api/payments/987654/", headers=admin_headers), 404)
+    assert_problem(client.get(path, headers=other_headers), 404)
+    assert_problem(client.get(path), 401)
+    assert_problem(client.get("/api/payments/987654/", headers=user_headers), 404)
+    assert_problem(client.get("/api/payments/987654/", headers=admin_headers), 404)

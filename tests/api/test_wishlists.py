@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer, login
-from tests.factories import ProductFactory, UserFactory
+from tests.conftest import assert_problem, new_customer
+from tests.factories import ProductFactory
 
 ITEM_FIELDS = {"id", "product_id", "created_at"}
-
-
-def _customer_headers(client):
-    customer = UserFactory()
-    return customer, bearer(login(client, customer.username)["access_token"])
-
-
-def _assert_problem(response, status):
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.get_json()
 
 
 def _wishlist(client, headers):
@@ -33,9 +22,9 @@ def _add(client, headers, product_id):
 
 def test_anonymous_is_401(client):
     product = ProductFactory()
-    _assert_problem(client.get("/api/wishlist/"), 401)
-    _assert_problem(client.post("/api/wishlist/items/", json={"product_id": product.id}), 401)
-    _assert_problem(client.delete("/api/wishlist/items/1/"), 401)
+    assert_problem(client.get("/api/wishlist/"), 401)
+    assert_problem(client.post("/api/wishlist/items/", json={"product_id": product.id}), 401)
+    assert_problem(client.delete("/api/wishlist/items/1/"), 401)
 
 
 def test_wishlist_is_made_on_first_use(client, user_headers):
@@ -69,7 +58,7 @@ def test_wishlist_lifecycle(client, user_headers):
     removed = client.delete(f"/api/wishlist/items/{item['id']}/", headers=user_headers)
     assert removed.status_code == 204 and removed.data == b""
     assert _wishlist(client, user_headers)["items"] == [other.get_json()]
-    _assert_problem(client.delete(f"/api/wishlist/items/{item['id']}/", headers=user_headers), 404)
+    assert_problem(client.delete(f"/api/wishlist/items/{item['id']}/", headers=user_headers), 404)
 
     # Without the final slash.
     readded = client.post("/api/wishlist/items", json={"product_id": first.id}, headers=user_headers)
@@ -81,22 +70,22 @@ def test_wishlist_lifecycle(client, user_headers):
 
 
 def test_unknown_product_is_404(client, user_headers):
-    _assert_problem(_add(client, user_headers, 987654), 404)
+    assert_problem(_add(client, user_headers, 987654), 404)
     assert _wishlist(client, user_headers)["items"] == []
 
 
 @pytest.mark.parametrize("body", [{}, {"product_id": None}, {"product_id": "1"}, {"product_id": 0}])
 def test_add_validation(client, user_headers, body):
-    problem = _assert_problem(client.post("/api/wishlist/items/", json=body, headers=user_headers), 422)
+    problem = assert_problem(client.post("/api/wishlist/items/", json=body, headers=user_headers), 422)
     assert "product_id" in problem["errors"]
 
 
 def test_another_users_item_is_404_and_untouched(client, user_headers):
-    _, other_headers = _customer_headers(client)
+    _, other_headers = new_customer(client)
     product = ProductFactory()
     item = _add(client, user_headers, product.id).get_json()
 
-    _assert_problem(client.delete(f"/api/wishlist/items/{item['id']}/", headers=other_headers), 404)
+    assert_problem(client.delete(f"/api/wishlist/items/{item['id']}/", headers=other_headers), 404)
     assert _wishlist(client, user_headers)["items"] == [item]
 
     # The other user's own wishlist is separate: the same product is a new line there.
