@@ -12,7 +12,9 @@ from werkzeug.routing import IntegerConverter
 
 from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
 from ecommerce.core.logs import configure_logging
+from ecommerce.core.metrics import instrument_pool
 from ecommerce.core.payment_gateway import init_gateway
+from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
 from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
 from ecommerce.middleware import register_middleware
@@ -31,11 +33,11 @@ class BoundedIntConverter(IntegerConverter):
 
 def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     config = config or config_from_env()
-    if issubclass(config, ProductionConfig):
-        config.validate()
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))
     app.config.from_object(config)
     app.config.update(overrides)
+    if issubclass(config, ProductionConfig):
+        config.validate(app.config)  # the secrets it will run with, overrides included
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_JSON"])
 
     app.json.sort_keys = False  # fields in schema order
@@ -52,10 +54,12 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
 
 def _database_options(app: Flask) -> dict[str, Any]:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    # SQL parameters (password hashes, emails) stay out of DEBUG logs and error messages.
     if uri.startswith("sqlite"):
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-        return {"connect_args": {"timeout": 30}}
+        return {"connect_args": {"timeout": 30}, "hide_parameters": True}
     return {
+        "hide_parameters": True,
         "pool_size": app.config["DB_POOL_SIZE"],
         "max_overflow": app.config["DB_MAX_OVERFLOW"],
         "pool_timeout": app.config["DB_POOL_TIMEOUT"],
@@ -94,6 +98,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     api.init_app(app)
     api.register_converter(BoundedIntConverter, lambda converter: {"type": "integer", "minimum": 0})
+    api.register_field(Money, "string", "decimal")  # "19.99" on the wire, as documented
     jwt.init_app(app)
     cache.init_app(app)
     limiter.init_app(app)
@@ -101,6 +106,7 @@ def register_extensions(app: Flask) -> None:
     init_gateway(app)
     configure_queue(app)
     with app.app_context():
+        instrument_pool(db.engine)
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
 

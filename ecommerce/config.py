@@ -8,8 +8,10 @@ Every setting has an embedded default so that a bare ``make run`` works: SQLite 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", PROJECT_ROOT / "instance"))
@@ -98,6 +100,8 @@ class Config:
     # A payment, refund or email still not done after this long is handed to a worker again.
     JOB_SWEEP_AFTER_SECONDS = env_int("JOB_SWEEP_AFTER_SECONDS", 180)
     WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+    # 127.0.0.1 on a host; in a container, its own address (0.0.0.0) so Prometheus can scrape it.
+    WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
 
     # Payments: the provider behind ecommerce/core/payment_gateway.py.
     PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "sandbox")
@@ -173,9 +177,11 @@ class ProductionConfig(Config):
     MIN_SECRET_LENGTH = 32
 
     @classmethod
-    def validate(cls) -> None:
+    def validate(cls, settings: Mapping[str, Any] | None = None) -> None:
+        """Raise unless both secrets are long and not the development value; ``settings`` are
+        the values the app will run with (the class's own by default)."""
         for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
-            value = getattr(cls, name) or ""
+            value = (settings[name] if settings is not None else getattr(cls, name)) or ""
             if value == DEV_SECRET or len(value) < cls.MIN_SECRET_LENGTH:
                 raise RuntimeError(
                     f"{name} must be set to a random value of at least "

@@ -12,9 +12,10 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
 from flask_limiter.errors import RateLimitExceeded
-from marshmallow import Schema, fields
+from marshmallow import INCLUDE, Schema, fields
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -26,12 +27,37 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 class ProblemSchema(Schema):
     """RFC 9457 problem details, as every error answer carries them."""
 
+    class Meta:
+        unknown = INCLUDE  # RFC 9457 extension members: the short products of a 409, a 503's checks
+
     type = fields.String()
     title = fields.String()
     status = fields.Integer()
     detail = fields.String()
     request_id = fields.String()
     errors = fields.Dict(keys=fields.String(), metadata={"description": "field -> messages"})
+
+
+class ProblemJsonPlugin(BasePlugin):
+    """apispec plugin: every response documented with the problem schema is served as
+    application/problem+json (flask-smorest would document it as application/json)."""
+
+    _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+    def _as_problem_json(self, response: Any) -> None:
+        content = response.get("content") if isinstance(response, dict) else None
+        if content and content.get("application/json", {}).get("schema") == self._PROBLEM_REF:
+            content[PROBLEM_CONTENT_TYPE] = content.pop("application/json")
+
+    def response_helper(self, response: dict, **kwargs: Any) -> None:
+        self._as_problem_json(response)
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+    ) -> None:
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                self._as_problem_json(response)
 
 
 class DomainError(Exception):

@@ -9,13 +9,15 @@ from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
+from prometheus_client.exposition import choose_encoder
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 from sqlalchemy import MetaData, event
 from sqlalchemy.orm import Session
 
 from ecommerce.config import METRICS_MULTIPROCESS
-from ecommerce.errors import ProblemSchema
+from ecommerce.core.metrics import OnlyNamed, multiprocess_registry
+from ecommerce.errors import ProblemJsonPlugin, ProblemSchema
 
 # Deterministic constraint names, so migrations can drop and alter them on every backend.
 NAMING_CONVENTION = {
@@ -55,15 +57,35 @@ def _locked_rows_are_read_fresh(state) -> None:
 
 
 migrate = Migrate()
-api = Api()
+api = Api(spec_kwargs={"extra_plugins": [ProblemJsonPlugin()]})
 api.ERROR_SCHEMA = ProblemSchema  # document errors as the problem+json they are
 jwt = JWTManager()
 cache = Cache()
 limiter = Limiter(key_func=client_ip)
 
+
+@limiter.request_filter
+def _probes_and_metrics_are_never_limited() -> bool:
+    # A 429 would fail a health probe or leave a hole in the metrics; nginx keeps /metrics private.
+    return request.endpoint in {"health.LivenessView", "health.ReadinessView", "prometheus_metrics"}
+
+
+class MultiprocessMetrics(GunicornInternalPrometheusMetrics):
+    """/metrics under gunicorn: the exporter's own multiprocess registry sums the workers' files
+    but would drop the collectors that compute at scrape time (the queue length); this one
+    serves both (ecommerce.core.metrics.multiprocess_registry)."""
+
+    def generate_metrics(self, accept_header=None, names=None):
+        registry = multiprocess_registry()
+        if names:
+            registry = OnlyNamed(registry, names)
+        encoder, content_type = choose_encoder(accept_header)
+        return encoder(registry).decode("utf-8"), content_type
+
+
 # Under gunicorn with PROMETHEUS_MULTIPROC_DIR set, every worker writes its samples to that
 # folder and /metrics sums them; otherwise the process's own registry is served.
-_metrics_class = GunicornInternalPrometheusMetrics if METRICS_MULTIPROCESS else PrometheusMetrics
+_metrics_class = MultiprocessMetrics if METRICS_MULTIPROCESS else PrometheusMetrics
 metrics = _metrics_class.for_app_factory(
     group_by="endpoint", excluded_paths=["/metrics", "/healthz"], defaults_prefix="ecommerce"
 )

@@ -114,6 +114,9 @@ def _add_headers(response: Response, cors_origins: list[str]) -> Response:
         response.headers.setdefault(name, value)
     is_docs = request.path.startswith("/api/docs")
     response.headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
+    if "Authorization" in request.headers or request.path.startswith("/api/auth/"):
+        # Tokens (RFC 6749 5.1) and one user's data: no browser or proxy cache may keep them.
+        response.headers.setdefault("Cache-Control", "no-store")
     origin = request.headers.get("Origin")
     if origin and origin in cors_origins:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -162,7 +165,9 @@ def register_middleware(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     cors_origins = app.config["CORS_ORIGINS"]
 
-    app.before_request(_assign_request_id)
+    # First of all, even before the rate limiter's hook (bound in register_extensions), so a 429
+    # carries its request id too.
+    app.before_request_funcs.setdefault(None, []).insert(0, _assign_request_id)
     app.before_request(_check_body)
     app.before_request(_check_query)
     app.before_request(_cors_preflight)

@@ -28,10 +28,10 @@ from huey import Huey, crontab, signals
 from huey.storage import RedisStorage, SqliteStorage
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY
 
 from ecommerce.config import config_from_env
 from ecommerce.core.mail import MailUnavailable
+from ecommerce.core.metrics import register_scrape_time_collector
 from ecommerce.core.payment_gateway import TransientGatewayError
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,15 @@ def _count(signal: str, task, exc: Exception | None = None) -> None:
 
 
 class QueueCollector:
-    """Queue length and scheduled (delayed: retries waiting) jobs, read at scrape time."""
+    """Queue length and scheduled (delayed: retries waiting) jobs, read at scrape time.
+
+    The queue is shared, so every process reports the same numbers: aggregate with max(), not sum().
+    """
+
+    def describe(self):
+        # The names alone, so that registering does not read the queue.
+        yield GaugeMetricFamily("ecommerce_queue_length", "Jobs waiting in the queue")
+        yield GaugeMetricFamily("ecommerce_queue_scheduled", "Jobs scheduled for later (retries)")
 
     def collect(self):
         try:
@@ -234,4 +242,5 @@ class QueueCollector:
         )
 
 
-REGISTRY.register(QueueCollector())
+# Served by the default registry (one process, the worker) and by the multiprocess /metrics.
+register_scrape_time_collector(QueueCollector())

@@ -2,7 +2,7 @@
 
 Importing this module builds the app (configuration, database, queue, gateway, mail) once, so
 every task runs against it; with WORKER_METRICS_PORT set, the worker's job metrics are served
-on http://127.0.0.1:<port>/metrics.
+on http://<WORKER_METRICS_HOST>:<port>/metrics (127.0.0.1 unless configured).
 """
 
 from prometheus_client import start_http_server
@@ -12,6 +12,6 @@ from ecommerce.tasks import flask_app, huey
 app = flask_app()
 
 if app.config["WORKER_METRICS_PORT"]:
-    start_http_server(app.config["WORKER_METRICS_PORT"], addr="127.0.0.1")
+    start_http_server(app.config["WORKER_METRICS_PORT"], addr=app.config["WORKER_METRICS_HOST"])
 
 __all__ = ["app", "huey"]

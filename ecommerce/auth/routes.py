@@ -43,6 +43,7 @@ class RegisterView(MethodView):
     @blp.arguments(RegisterSchema)
     @blp.response(201, UserSchema)
     @blp.alt_response(409, description="Username or email taken")
+    @blp.alt_response(429, description="Too many attempts")
     def post(self, data):
         """Register a customer account"""
         return services.register_user(**data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +18,8 @@ from ecommerce.core.models import utcnow
 from ecommerce.errors import Conflict, Unauthorized
 from ecommerce.extensions import db
 from ecommerce.users.models import Role, User
+
+log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid username or password."
 
@@ -144,6 +147,8 @@ def rotate_refresh_token(user: User, family_id: str, presented_jti: str) -> Toke
         return pair
     db.session.rollback()
     revoke_login(family_id, reason="refresh_reuse")
+    # A security event: someone holds a copy of this refresh token (theft, or a buggy client).
+    log.warning("refresh token reuse: login %s of user %s revoked", family_id, user.id)
     raise Unauthorized("This refresh token was already used; the login has been revoked.")
 
 

@@ -2,8 +2,10 @@
 
 Every route that needs a user says ``@blp.auth()`` (any signed-in user) or
 ``@blp.auth(role=Role.ADMIN)``; the decorator verifies the JWT, loads the user, enforces the
-role and documents the bearer scheme with its 401/403 answers in OpenAPI. Pagination answers
-carry an RFC 8288 ``Link`` header beside smorest's ``X-Pagination``.
+role and documents the bearer scheme with its 401/403 answers in OpenAPI. A path with an id
+documents its 404, a JSON body the 400/413/415 of middleware.py, and every error answer is
+documented as problem+json. Pagination answers carry an RFC 8288 ``Link`` header beside smorest's
+``X-Pagination``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,60 @@ from urllib.parse import urlencode
 import flask_smorest
 from flask import request
 from flask_jwt_extended import current_user, verify_jwt_in_request
+from flask_smorest.utils import resolve_schema_instance
 
 from ecommerce.core.idempotency import idempotent
 from ecommerce.errors import Forbidden, ProblemSchema
 
+BODY_ERRORS = (
+    (400, "The body is not valid JSON"),
+    (413, "The body is larger than MAX_CONTENT_LENGTH"),
+    (415, "The body is not application/json"),
+)
+
 
 class Blueprint(flask_smorest.Blueprint):
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 20, "max_page_size": 100}
+
+    def route(self, rule: str, **options: Any) -> Callable:
+        """Register a view; on a path with an id every method also documents its 404."""
+        register = super().route(rule, **options)
+        if "<" not in rule:
+            return register
+
+        def decorator(view: Any) -> Any:
+            for method in getattr(view, "methods", None) or ():
+                name = method.lower()
+                documented = self.alt_response(404, description="No such resource, or not yours")
+                setattr(view, name, documented(getattr(view, name)))
+            return register(view)
+
+        return decorator
+
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Callable:
+        """Parse arguments; a JSON body also documents the answers of middleware.py's body rules.
+
+        A body whose schema requires no field may be left out (it reads as ``{}``), and is
+        documented so."""
+        if location != "json":
+            return super().arguments(schema, location=location, **kwargs)
+        fields_ = resolve_schema_instance(schema).fields.values()
+        kwargs.setdefault("required", any(field.required for field in fields_))
+        parse = super().arguments(schema, location=location, **kwargs)
+
+        def decorator(func: Callable) -> Callable:
+            func = parse(func)
+            for status, description in BODY_ERRORS:
+                func = self.alt_response(status, description=description)(func)
+            return func
+
+        return decorator
+
+    def alt_response(self, status_code, response=None, *, schema=None, **kwargs: Any) -> Callable:
+        """An error answer is documented as the problem+json it is, unless told otherwise."""
+        if response is None and schema is None and int(status_code) >= 400:
+            schema = ProblemSchema
+        return super().alt_response(status_code, response, schema=schema, **kwargs)
 
     def auth(self, role: str | None = None, *, refresh: bool = False) -> Callable:
         """Require a valid access (or refresh) token, and optionally a role."""

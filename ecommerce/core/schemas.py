@@ -18,12 +18,18 @@ class Money(fields.Decimal):
         kwargs.setdefault("rounding", ROUND_HALF_UP)
         kwargs.setdefault("as_string", True)
         kwargs.setdefault("allow_nan", False)
+        # Documented as the string it is on the wire (the format is registered in create_app).
+        kwargs["metadata"] = {
+            "pattern": r"^\d{1,10}(\.\d{1,2})?$",
+            "example": "19.99",
+            **kwargs.get("metadata", {}),
+        }
         super().__init__(**kwargs)
 
     default_error_messages = {"places": "Use at most two decimal places."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or value is None:
+        if not isinstance(value, str):  # "19.99", never a float (nor a bool, nor null)
             raise self.make_error("invalid")
         try:
             raw = Decimal(str(value))

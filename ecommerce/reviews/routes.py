@@ -42,12 +42,14 @@ class ReviewByIdView(MethodView):
     @blp.auth()
     @blp.arguments(ReviewUpdateSchema)
     @blp.response(200, ReviewSchema)
+    @blp.alt_response(403, description="Neither the author nor an admin")
     def patch(self, changes, review_id):
         """Edit a review (author or admin)"""
         return services.update_review(current_user, review_id, changes)
 
     @blp.auth()
     @blp.response(204)
+    @blp.alt_response(403, description="Neither the author nor an admin")
     def delete(self, review_id):
         """Delete a review (author or admin)"""
         services.delete_review(current_user, review_id)
