@@ -13,11 +13,13 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down
 
 help:
 	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
 	@echo "make worker       the background worker alone (WORKERS=$(WORKERS) threads)"
+	@echo "make stack        nginx on http://127.0.0.1:8080 in front of two app instances, a worker and Prometheus"
+	@echo "make stack-down   stop everything make stack started"
 	@echo "make test         install test requirements and run the test suite"
 	@echo "make lint         ruff check"
 	@echo "make migrate      apply database migrations"
@@ -60,16 +62,23 @@ serve: install
 worker: install
 	exec $(BIN)/huey_consumer ecommerce.worker.huey -k thread -w $(WORKERS)
 
+# The production-like local stack (no Docker): scripts/stack.sh up|down|status, STACK_* variables.
+stack: install
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
-	$(BIN)/ruff check ecommerce tests wsgi.py gunicorn.conf.py benchmarks
-	$(BIN)/ruff format --check ecommerce tests wsgi.py gunicorn.conf.py benchmarks
+	$(BIN)/ruff check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
+	$(BIN)/ruff format --check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
 
 format: install-dev
-	$(BIN)/ruff format ecommerce tests wsgi.py gunicorn.conf.py benchmarks
-	$(BIN)/ruff check --fix ecommerce tests wsgi.py gunicorn.conf.py benchmarks
+	$(BIN)/ruff format ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
+	$(BIN)/ruff check --fix ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
 
 bench-cache: install-dev
 	$(BIN)/python benchmarks/cache_vs_db.py

@@ -1,0 +1,422 @@
+"""`make stack` for real: scripts/stack.sh starts nginx in front of two gunicorn + gevent
+instances, a Huey consumer and Prometheus on 127.0.0.1, and stops exactly those.
+
+The stack runs on free ports, in a STACK_DIR of its own, on a database of its own (the test
+database's name + ``_stack``, dropped afterwards) and on the test Redis (``TEST_STACK_REDIS_URL``
+to choose another) under key prefixes of its own. It is started once for the module; the tests
+run in file order, the last ones stop an instance and then the whole stack.
+
+POSTs are never retried on a second instance: nginx.conf's ``proxy_next_upstream`` has no
+``non_idempotent``, and ``test_a_post_that_reached_an_instance_is_not_retried`` shows it: with
+app1 frozen (SIGSTOP), a POST sent to it ends in nginx's 504 and never reaches app2, while a GET
+sent to it is answered by app2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy.engine import make_url
+
+from ecommerce.config import TestingConfig
+from tests.conftest import drop_database
+from tests.integration.servers import HOST, PROJECT_ROOT, clean_env, free_port, wait_until
+
+SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+AUTH_LIMIT = 5  # AUTH_RATE_LIMIT of the stack: 5/minute
+READ_TIMEOUT = 3  # nginx's proxy_read_timeout in this stack, seconds
+HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(NGINX) or shutil.which("apt-get")),
+    reason="needs nginx, or apt-get to install it",
+)
+
+
+@dataclass
+class Stack:
+    dir: Path
+    env: dict[str, str]
+    port: int
+    app_ports: list[int]
+    worker_port: int
+    prometheus_port: int
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return requests.get(self.url(path), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return requests.post(self.url(path), **kwargs)
+
+    def script(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(SCRIPT), command],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def pid(self, name: str) -> int:
+        return int((self.dir / "pids" / f"{name}.pid").read_text().split()[0])
+
+    def pid_names(self) -> list[str]:
+        return sorted(path.stem for path in (self.dir / "pids").glob("*.pid"))
+
+    def access_log(self, request_id: str) -> dict:
+        """nginx's access-log entry of the request with this id: written unbuffered, but only
+        once the response has gone, so it may lag the response by a moment."""
+
+        def entry() -> dict | None:
+            for line in (self.dir / "logs" / "nginx-access.log").read_text().splitlines():
+                logged = json.loads(line)
+                if logged["request_id"] == request_id:
+                    return logged
+            return None
+
+        return wait_until(entry, 5, interval=0.05, message=f"the access-log entry of {request_id}")
+
+    def app_log(self, name: str) -> str:
+        return (self.dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture(scope="module")
+def stack(app, tmp_path_factory):
+    test_db = make_url(TestingConfig.SQLALCHEMY_DATABASE_URI)
+    database_url = test_db.set(database=f"{test_db.database}_stack").render_as_string(hide_password=False)
+    drop_database(database_url)
+    port, app1, app2, worker, prometheus = distinct_free_ports(5)
+    stack_dir = tmp_path_factory.mktemp("stack")
+    env = clean_env(
+        STACK_DIR=str(stack_dir),
+        STACK_PORT=str(port),
+        STACK_APP_PORTS=f"{app1} {app2}",
+        STACK_WORKER_METRICS_PORT=str(worker),
+        STACK_PROMETHEUS_PORT=str(prometheus),
+        STACK_SEED_PRODUCTS="60",
+        STACK_PROXY_READ_TIMEOUT=str(READ_TIMEOUT),
+        DATABASE_URL=database_url,
+        REDIS_URL=os.environ.get("TEST_STACK_REDIS_URL") or TestingConfig.REDIS_URL,
+        CACHE_KEY_PREFIX="ecommerce-stack-test:",
+        RATELIMIT_KEY_PREFIX="ecommerce-stack-test-rl",
+        HUEY_NAME="ecommerce-stack-test",
+        AUTH_RATE_LIMIT=f"{AUTH_LIMIT}/minute",
+        WEB_CONCURRENCY="1",
+        PASSWORD_HASH_TIME_COST="1",
+        PASSWORD_HASH_MEMORY_KIB="8192",
+        LOG_LEVEL="info",
+        LOG_JSON="true",
+    )
+    for name in ("SECRET_KEY", "JWT_SECRET_KEY", "MAIL_SERVER", "SANDBOX_GATEWAY_PATH", "MAIL_FOLDER"):
+        env.pop(name, None)
+    running = Stack(stack_dir, env, port, [app1, app2], worker, prometheus)
+    try:
+        # A first run may install nginx and prometheus with apt-get first.
+        started = running.script("up", timeout=120 if os.path.exists(NGINX) else 600)
+        assert started.returncode == 0, f"stack.sh up failed:\n{started.stdout}\n{started.stderr}"
+        yield running
+    finally:
+        leaders = []
+        for name in running.pid_names():
+            try:
+                leaders.append(running.pid(name))
+            except (OSError, ValueError):
+                pass
+        stopped = running.script("down", timeout=90)
+        # Whatever `down` left of the stack (a failed test must not leave servers behind).
+        for pgid in leaders:
+            if group_members(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+        drop_database(database_url)
+        assert stopped.returncode == 0, f"stack.sh down failed:\n{stopped.stdout}\n{stopped.stderr}"
+
+
+def test_up_starts_every_process_and_status_lists_them(stack):
+    assert stack.pid_names() == ["app1", "app2", "nginx", "prometheus", "worker"]
+    status = stack.script("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for name in ("nginx", "app1", "app2", "worker", "prometheus"):
+        assert re.search(rf"^{name}\s+{stack.pid(name)}\s+running\s", status.stdout, re.M), status.stdout
+    # Each process leads a process group of its own: its workers can be stopped with it.
+    for name in ("nginx", "app1", "app2"):
+        assert len(group_members(stack.pid(name))) >= 2, name  # master and worker(s)
+
+
+def test_nginx_config_is_valid_as_shipped_and_as_rendered(stack, tmp_path):
+    rendered = stack.dir / "nginx.conf"
+    check = subprocess.run(
+        [NGINX, "-t", "-c", str(rendered), "-p", f"{stack.dir}/", "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert check.returncode == 0, check.stderr
+    (tmp_path / "logs").mkdir()
+    shipped = subprocess.run(
+        [NGINX, "-t", "-c", str(PROJECT_ROOT / "nginx.conf"), "-p", f"{tmp_path}/", "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert shipped.returncode == 0, shipped.stderr
+
+    text = rendered.read_text()
+    assert f"listen 127.0.0.1:{stack.port};" in text
+    for port in stack.app_ports:
+        assert re.search(rf"server 127\.0\.0\.1:{port} max_fails=\d+ fail_timeout=\d+s;", text)
+    assert "least_conn;" in text and re.search(r"^\s*keepalive \d+;", text, re.M)
+    # A POST that reached an instance is never sent to another one.
+    directives = re.findall(r"^\s*proxy_next_upstream\s+([^;]*);", text, re.M)
+    assert directives == ["error timeout http_502 http_503"], directives
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    assert "non_idempotent" not in code
+
+    if os.path.exists(PROMTOOL):
+        for config in (PROJECT_ROOT / "prometheus.yml", stack.dir / "prometheus.yml"):
+            promtool = subprocess.run(
+                [PROMTOOL, "check", "config", str(config)],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+
+
+def test_both_instances_answer_through_nginx(stack):
+    responses = [stack.get("/api/products/", params={"page_size": 5}) for _ in range(20)]
+    assert [r.status_code for r in responses] == [200] * 20
+    assert {r.headers["X-Upstream"] for r in responses} == {"app1", "app2"}
+    # The app builds its links from the Host nginx passed on, port included.
+    assert f"<http://{HOST}:{stack.port}/api/products/?" in responses[0].headers["Link"]
+
+
+def test_request_id_is_echoed_or_made_and_logged_by_both(stack):
+    sent = stack.get(
+        "/api/products/", headers={"X-Request-ID": "stack-test-0001", "X-Forwarded-For": "203.0.113.9"}
+    )
+    assert sent.status_code == 200
+    assert sent.headers["X-Request-ID"] == "stack-test-0001"
+    entry = stack.access_log("stack-test-0001")
+    assert entry["upstream"] == sent.headers["X-Upstream"] and entry["status"] == 200
+    # The app trusts exactly one hop: the client's own X-Forwarded-For is not believed.
+    app_line = next(
+        json.loads(line)
+        for line in stack.app_log(sent.headers["X-Upstream"]).splitlines()
+        if "stack-test-0001" in line and line.startswith("{")
+    )
+    assert app_line["remote_addr"] == "127.0.0.1"
+
+    made = stack.get("/api/products/")
+    assert HEX_ID.match(made.headers["X-Request-ID"]), made.headers
+    assert stack.access_log(made.headers["X-Request-ID"])["status"] == 200
+
+
+def test_metrics_are_not_published_but_each_instance_serves_them(stack):
+    for path in ("/metrics", "/metrics/", "/%6detrics"):
+        hidden = stack.get(path)
+        assert hidden.status_code == 404, path
+        assert hidden.headers["Content-Type"] == "application/problem+json"
+        assert hidden.json()["status"] == 404
+    for port in [*stack.app_ports, stack.worker_port]:
+        direct = requests.get(f"http://{HOST}:{port}/metrics", timeout=10)
+        assert direct.status_code == 200, port
+        assert "# TYPE" in direct.text
+
+
+def test_prometheus_scrapes_every_instance_and_the_worker(stack):
+    base = f"http://{HOST}:{stack.prometheus_port}"
+    assert requests.get(f"{base}/-/ready", timeout=5).status_code == 200
+    wanted = {f"{HOST}:{port}" for port in [*stack.app_ports, stack.worker_port]}
+
+    def all_up():
+        targets = requests.get(f"{base}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        up = {t["labels"]["instance"] for t in targets if t["health"] == "up"}
+        return wanted <= up
+
+    wait_until(all_up, 30, interval=0.5, message="Prometheus to scrape the instances and the worker")
+
+
+def test_json_lists_are_gzipped_and_etags_still_match(stack):
+    listing = stack.get("/api/products/", params={"page_size": 50}, headers={"Accept-Encoding": "gzip"})
+    assert listing.status_code == 200
+    assert listing.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in listing.headers["Vary"]
+    assert len(listing.json()) == 50  # requests decompressed it
+    # gzip makes nginx weaken the ETag; the app still recognises it.
+    etag = listing.headers["ETag"]
+    assert etag.startswith('W/"')
+    again = stack.get(
+        "/api/products/",
+        params={"page_size": 50},
+        headers={"Accept-Encoding": "gzip", "If-None-Match": etag},
+    )
+    assert again.status_code == 304
+
+
+def test_swagger_ui_assets_are_cached(stack):
+    first = stack.get("/api/docs/assets/swagger-ui.css")
+    second = stack.get("/api/docs/assets/swagger-ui.css")
+    assert first.status_code == second.status_code == 200
+    assert second.headers["X-Cache-Status"] == "HIT"
+    assert second.headers["X-Upstream"] == "nginx"
+    assert "max-age=86400" in second.headers["Cache-Control"] and second.headers["Expires"]
+    assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+def test_login_rate_limit_is_shared_by_the_instances(stack):
+    body = {"username": "stack-nobody", "password": "wrong-password"}
+    attempts = [stack.post("/api/auth/login/", json=body) for _ in range(AUTH_LIMIT)]
+    assert [r.status_code for r in attempts] == [401] * AUTH_LIMIT
+    assert {r.headers["X-Upstream"] for r in attempts} == {"app1", "app2"}
+    limited = stack.post("/api/auth/login/", json=body)
+    assert limited.status_code == 429
+    assert limited.headers["X-Upstream"] in {"app1", "app2"}  # the app's limit, not nginx's
+    assert limited.headers["Content-Type"] == "application/problem+json"
+    assert int(limited.headers["Retry-After"]) > 0
+
+
+def test_nginx_limits_bursts_on_auth_with_a_problem(stack):
+    body = {"username": "stack-burst", "password": "wrong-password"}
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        responses = list(pool.map(lambda _: stack.post("/api/auth/login/", json=body, timeout=20), range(40)))
+    by_nginx = [r for r in responses if r.status_code == 429 and r.headers["X-Upstream"] == "nginx"]
+    assert by_nginx, [(r.status_code, r.headers.get("X-Upstream")) for r in responses]
+    problem = by_nginx[0]
+    assert problem.headers["Content-Type"] == "application/problem+json"
+    assert problem.json()["status"] == 429 and problem.headers["Retry-After"]
+    assert HEX_ID.match(problem.headers["X-Request-ID"])
+    assert {r.status_code for r in responses} <= {401, 429}
+
+
+def test_a_post_that_reached_an_instance_is_not_retried(stack):
+    """app1 frozen: a POST that nginx sent to it times out (504) and is not sent to app2; a GET
+    sent to it is tried again on app2 and answered."""
+    app1, app2 = (f"{HOST}:{port}" for port in stack.app_ports)
+    frozen = stack.pid("app1")
+    os.killpg(frozen, signal.SIGSTOP)
+    try:
+        timed_out = None
+        for attempt in range(4):  # ties are broken round-robin: one of the first two goes to app1
+            request_id = f"stack-post-{attempt}"
+            answer = stack.post(
+                "/api/cart/items/",
+                json={"product_id": 1, "quantity": 1},
+                headers={"X-Request-ID": request_id},
+                timeout=READ_TIMEOUT + 10,
+            )
+            if answer.status_code == 504:
+                timed_out = answer
+                break
+            assert answer.status_code == 401 and answer.headers["X-Upstream"] == "app2"
+        assert timed_out is not None, "no POST went to the frozen instance"
+        assert timed_out.headers["Content-Type"] == "application/problem+json"
+        entry = stack.access_log(timed_out.headers["X-Request-ID"])
+        assert entry["upstream_addr"] == app1, entry  # tried once, on app1 only
+        assert timed_out.headers["X-Request-ID"] not in stack.app_log("app2")
+
+        retried = []
+        for attempt in range(4):
+            request_id = f"stack-get-{attempt}"
+            answer = stack.get(
+                "/api/products/", headers={"X-Request-ID": request_id}, timeout=READ_TIMEOUT + 10
+            )
+            assert answer.status_code == 200 and answer.headers["X-Upstream"] == "app2"
+            if stack.access_log(request_id)["upstream_addr"] == f"{app1}, {app2}":
+                retried.append(request_id)
+                break
+        assert retried, "no GET went to the frozen instance"
+    finally:
+        os.killpg(frozen, signal.SIGCONT)
+
+
+def test_one_instance_killed_the_other_serves_everything(stack):
+    victim = stack.pid("app1")
+    os.killpg(victim, signal.SIGKILL)  # the gunicorn master and its workers
+    wait_until(lambda: not group_members(victim), 10, message="app1 to die")
+    with requests.Session() as session:
+        responses = [session.get(stack.url(f"/api/products/{n % 60 + 1}/"), timeout=10) for n in range(100)]
+    assert [r.status_code for r in responses] == [200] * 100
+    assert {r.headers["X-Upstream"] for r in responses} == {"app2"}
+
+
+def test_down_stops_the_stack_and_nothing_else(stack):
+    # A bystander whose command line names every program of the stack.
+    bystander = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(120)",
+            "gunicorn",
+            "nginx",
+            "prometheus",
+            "huey_consumer",
+        ]
+    )
+    try:
+        members = {pid for name in stack.pid_names() for pid in group_members(stack.pid(name))}
+        assert len(members) >= 6  # nginx (2+), app2 (2), worker, prometheus
+        started = time.monotonic()
+        down = stack.script("down", timeout=90)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert time.monotonic() - started < 30
+        assert members.isdisjoint(_live_pids()), members & _live_pids()
+        assert stack.pid_names() == []
+        assert bystander.poll() is None, "down killed a process it did not start"
+        with pytest.raises(requests.ConnectionError):
+            stack.get("/healthz", timeout=2)
+        assert stack.script("status").returncode != 0
+    finally:
+        bystander.kill()
+        bystander.wait(timeout=10)
+
+
+def _live_pids() -> set[int]:
+    live = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                live.add(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue
+    return live
