@@ -231,27 +231,38 @@ def admin_headers(client, admin) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_instance(app: Flask, committed: None):
-    """Build extra app instances: each is its own ``create_app`` (own engine and pool) on the
-    same PostgreSQL database and Redis db, as a second server would be. Keyword arguments
-    override config values. Engines are disposed before ``committed`` truncates the tables."""
+def build_app(app: Flask):
+    """Build extra app instances: each is its own ``create_app(TestingConfig, **overrides)`` (own
+    engine and pool) on the same PostgreSQL database and Redis db, as a second server would be.
+
+    Flask-Limiter is one extension object shared by every app in the process: a default limit
+    set by one app stays set, and its storage follows the app bound last. Both go back to the
+    session app's afterwards, and so does the logging that ``create_app`` configures."""
+    from ecommerce.core.logs import configure_logging
     from ecommerce.extensions import limiter
 
     built: list[Flask] = []
 
-    def make(**overrides) -> Flask:
+    def build(**overrides) -> Flask:
         instance = create_app(TestingConfig, **overrides)
         built.append(instance)
         return instance
 
-    yield make
+    yield build
     for instance in built:
         with instance.app_context():
             db.session.remove()
             db.engine.dispose()
-    # Flask-Limiter is one extension object whose storage follows the app bound last; bind it
-    # back to the session app so that later tests count in the test Redis again.
+    limiter.limit_manager.set_default_limits([])
     limiter.init_app(app)
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_JSON"])
+
+
+@pytest.fixture
+def make_instance(committed, build_app):
+    """``build_app`` for tests that commit for real: ``committed`` is set up first, so the extra
+    engines are disposed before it truncates the tables."""
+    return build_app
 
 
 def run_concurrently(calls: list, timeout: float = 60) -> list:

@@ -15,12 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from flask import Flask
 
 from ecommerce import create_app
 from ecommerce.config import DEV_SECRET, ProductionConfig, TestingConfig
-from ecommerce.core.logs import configure_logging
-from ecommerce.extensions import db, limiter
 from tests.conftest import assert_problem, bearer, login
 from tests.factories import ProductFactory
 
@@ -55,30 +52,6 @@ def assert_security_headers(response, csp: str | None = API_CSP) -> None:
 def _registration(password: str = "correct horse battery") -> dict:
     name = f"sec{uuid.uuid4().hex[:12]}"
     return {"username": name, "email": f"{name}@example.com", "password": password}
-
-
-@pytest.fixture
-def build_app(app: Flask):
-    """Apps of their own config (``create_app(TestingConfig, **overrides)``) on the test database.
-
-    Flask-Limiter is one extension object shared by every app: a default limit set by one app
-    stays set, and its storage follows the app bound last. Both go back to the session app's
-    afterwards, and so does the logging that ``create_app`` configures."""
-    built: list[Flask] = []
-
-    def build(**overrides) -> Flask:
-        instance = create_app(TestingConfig, **overrides)
-        built.append(instance)
-        return instance
-
-    yield build
-    for instance in built:
-        with instance.app_context():
-            db.session.remove()
-            db.engine.dispose()
-    limiter.limit_manager.set_default_limits([])
-    limiter.init_app(app)
-    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_JSON"])
 
 
 # -- security headers on every answer ----------------------------------------------------
