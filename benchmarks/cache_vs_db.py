@@ -74,11 +74,13 @@ def flask(*args: str, env: dict[str, str]) -> None:
     subprocess.run([str(BIN / "flask"), *args], check=True, env=env, cwd=ROOT)
 
 
-def prepare_database(env: dict[str, str]) -> None:
+def prepare_database(env: dict[str, str], database_url: str | None = None, *seed_args: str) -> None:
+    """Create the database if missing, migrate it, and seed it (``flask seed`` with ``seed_args``,
+    by default BENCH_PRODUCTS products)."""
     import psycopg2
     from sqlalchemy.engine import make_url
 
-    url = make_url(DATABASE_URL)
+    url = make_url(database_url or DATABASE_URL)
     admin = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
@@ -87,7 +89,7 @@ def prepare_database(env: dict[str, str]) -> None:
             cursor.execute(f'CREATE DATABASE "{url.database}"')
     admin.close()
     flask("db", "upgrade", env=env)
-    flask("seed", "--products", str(PRODUCTS), env=env)
+    flask("seed", *(seed_args or ("--products", str(PRODUCTS))), env=env)
 
 
 def start_instance(

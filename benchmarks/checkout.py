@@ -60,7 +60,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cache_vs_db import flask, free_port, start_instance, stop  # noqa: E402
+from cache_vs_db import free_port, start_instance, stop  # noqa: E402
+from cache_vs_db import prepare_database as shared_prepare_database  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_checkout"
@@ -90,19 +91,8 @@ def connect_db():
 
 
 def prepare_database(env: dict[str, str]) -> None:
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    url = make_url(DATABASE_URL)
-    admin = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,))
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{url.database}"')
-    admin.close()
-    flask("db", "upgrade", env=env)
-    flask("seed", "--products", str(PRODUCTS), "--customers", "0", env=env)
+    # Reads this module's settings at call time (payments.py points them at its own database).
+    shared_prepare_database(env, DATABASE_URL, "--products", str(PRODUCTS), "--customers", "0")
 
 
 class Client:
