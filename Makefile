@@ -13,14 +13,17 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down patroni-up patroni-down patroni-status system-packages load
 
 help:
 	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
 	@echo "make worker       the background worker alone (WORKERS=$(WORKERS) threads)"
 	@echo "make stack        nginx on http://127.0.0.1:8080 in front of two app instances, a worker and Prometheus"
 	@echo "make stack-down   stop everything make stack started"
+	@echo "make patroni-up   etcd and three Patroni-managed PostgreSQL nodes (5433-5435, REST 8008-8010)"
+	@echo "make patroni-down stop them (make patroni-status: members, roles, lag)"
 	@echo "make test         install test requirements and run the test suite"
+	@echo "make load         JMeter plans against the stack (starts it if needed); report in docs/load/"
 	@echo "make lint         ruff check"
 	@echo "make migrate      apply database migrations"
 	@echo "make seed         seed the demo catalog (SEED_PRODUCTS=$(SEED_PRODUCTS))"
@@ -69,16 +72,35 @@ stack: install
 stack-down:
 	scripts/stack.sh down
 
-test: install-dev
+# The PostgreSQL cluster (no Docker): scripts/patroni.sh up|down|status|env|crash|start|switchover.
+# Point the app at it with: eval "$$(scripts/patroni.sh env)"; export DATABASE_URL DATABASE_REPLICA_URL
+patroni-up:
+	scripts/patroni.sh up
+
+patroni-down:
+	scripts/patroni.sh down
+
+patroni-status:
+	scripts/patroni.sh status
+
+# JMeter plans (jmeter/*.jmx) against the stack, or LOAD_HOST/LOAD_PORT; report into docs/load/.
+load: install-dev
+	scripts/load.sh
+
+# The Debian packages the tests use (nginx, prometheus, etcd-server, ...), installed if missing.
+system-packages:
+	scripts/system_packages.sh
+
+test: install-dev system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
-	$(BIN)/ruff check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
-	$(BIN)/ruff format --check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
+	$(BIN)/ruff check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
+	$(BIN)/ruff format --check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
 
 format: install-dev
-	$(BIN)/ruff format ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
-	$(BIN)/ruff check --fix ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker
+	$(BIN)/ruff format ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
+	$(BIN)/ruff check --fix ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
 
 bench-cache: install-dev
 	$(BIN)/python benchmarks/cache_vs_db.py

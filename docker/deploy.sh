@@ -13,14 +13,19 @@
 #   REGISTRY_USER / REGISTRY_TOKEN   a registry login for a private image (optional; ghcr.io)
 #
 # On the host, DEPLOY_PATH/.env holds the stack's secrets and settings (SECRET_KEY,
-# JWT_SECRET_KEY, POSTGRES_PASSWORD, GRAFANA_ADMIN_PASSWORD, HTTP_BIND, ...); it is made once by
-# hand and never leaves the host. This script only sets its IMAGE= line.
+# JWT_SECRET_KEY, POSTGRES_PASSWORD, POSTGRES_REPLICATION_PASSWORD, POSTGRES_REWIND_PASSWORD,
+# GRAFANA_ADMIN_PASSWORD, HTTP_BIND, ...); it is made once by hand and never leaves the host.
+# This script only sets its IMAGE= line.
 #
 # What it does (a rolling update: one app instance at a time, nginx sends traffic to the other):
 #   1. copies the files the compose project reads (docker-compose.yml, docker/, grafana/,
-#      prometheus/) into DEPLOY_PATH;
+#      prometheus/, and patroni/ with .dockerignore: the PostgreSQL nodes' image is built on the
+#      host) into DEPLOY_PATH;
 #   2. sets IMAGE in DEPLOY_PATH/.env, so later manual `docker compose` commands use it too;
-#   3. pulls the images and starts PostgreSQL, Redis and the mail sink (waiting until healthy);
+#   3. refuses to go on while the single `postgres` container of an earlier release exists (its
+#      data must be moved into the cluster first, docs/deployment.md); pulls the images, builds the
+#      nodes' image, starts etcd, the PostgreSQL cluster (pg1, pg2, pg3), Redis and the mail sink
+#      (waiting until healthy). Nodes whose image and settings are unchanged keep running;
 #   4. runs the `migrate` service once (flask db upgrade); a failure stops the deploy here, with
 #      the old instances still serving. Migrations must therefore suit the old code as well
 #      (add first, drop in a later release);
@@ -54,7 +59,7 @@ ssh_cmd=(ssh -i "$secrets/key" -p "$DEPLOY_PORT"
 echo "deploy: $IMAGE -> $DEPLOY_USER@$DEPLOY_HOST:$DEPLOY_PATH"
 
 # 1. The compose project's files (never .env: the host keeps its own).
-tar -czf - docker-compose.yml docker grafana prometheus |
+tar -czf - docker-compose.yml .dockerignore docker grafana prometheus patroni |
     "${ssh_cmd[@]}" "mkdir -p $(printf '%q' "$DEPLOY_PATH") && tar -xzf - -C $(printf '%q' "$DEPLOY_PATH")"
 
 # 2-5. On the host. The values travel inside the script on stdin, never on a command line.
@@ -75,9 +80,15 @@ chmod 600 .env
 { grep -v '^IMAGE=' .env || true; printf 'IMAGE=%s\n' "\$image"; } >.env.next
 mv .env.next .env
 
+if [ -n "\$(docker ps -aq --filter label=com.docker.compose.project=ecommerce --filter label=com.docker.compose.service=postgres)" ]; then
+    echo "deploy: the single postgres container of an earlier release is still here; move its data into the Patroni cluster first (docs/deployment.md)" >&2
+    exit 1
+fi
+
 up_wait=(--no-build --no-deps --wait --wait-timeout 180)
 docker compose pull --quiet
-docker compose up -d --no-build --remove-orphans --wait --wait-timeout 120 postgres redis mailpit
+docker compose build --quiet pg1 pg2 pg3
+docker compose up -d --no-build --remove-orphans --wait --wait-timeout 180 etcd pg1 pg2 pg3 redis mailpit
 docker compose run --rm -T --no-deps migrate
 for instance in app1 app2; do
     docker compose up -d "\${up_wait[@]}" "\$instance"

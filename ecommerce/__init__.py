@@ -11,9 +11,11 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import IntegerConverter
 
 from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
+from ecommerce.core.failover import dispatch_with_retry, init_failover
 from ecommerce.core.logs import configure_logging
 from ecommerce.core.metrics import instrument_pool
 from ecommerce.core.payment_gateway import init_gateway
+from ecommerce.core.replicas import REPLICA_BIND, configure_replica, init_replicas
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
 from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
@@ -31,9 +33,15 @@ class BoundedIntConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
+class App(Flask):
+    def dispatch_request(self) -> Any:
+        """The view, run again while the database fails over, if nothing was committed yet."""
+        return dispatch_with_retry(super().dispatch_request)
+
+
 def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     config = config or config_from_env()
-    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
+    app = App(__name__, instance_path=str(INSTANCE_DIR))
     app.config.from_object(config)
     app.config.update(overrides)
     if issubclass(config, ProductionConfig):
@@ -94,6 +102,7 @@ def _configure_stores(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _database_options(app))
     _configure_stores(app)
+    configure_replica(app, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     api.init_app(app)
@@ -105,8 +114,12 @@ def register_extensions(app: Flask) -> None:
     metrics.init_app(app)
     init_gateway(app)
     configure_queue(app)
+    init_replicas(app)
+    init_failover(app)
     with app.app_context():
         instrument_pool(db.engine)
+        if REPLICA_BIND in db.engines:
+            instrument_pool(db.engines[REPLICA_BIND])
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
 

@@ -1,4 +1,5 @@
-"""Operator commands: ``flask seed``, ``flask users ...``, ``flask cache clear``, ``flask auth ...``."""
+"""Operator commands: ``flask seed``, ``flask users ...``, ``flask cache clear``, ``flask auth ...``,
+and ``flask db backup / restore / drill`` (ecommerce/backups.py) in Flask-Migrate's ``db`` group."""
 
 from __future__ import annotations
 
@@ -6,19 +7,24 @@ import random
 import time
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from flask import Flask
 from flask.cli import AppGroup
+from flask_migrate.cli import db as db_cli
 from sqlalchemy import func, insert, select, text
 
 from ecommerce.auth.services import hash_password, purge_expired_logins
+from ecommerce.backups import BACKUP_COMMANDS
 from ecommerce.categories.models import Category
 from ecommerce.core.cache import clear_all
 from ecommerce.core.idempotency import purge_expired
 from ecommerce.core.models import utcnow
 from ecommerce.errors import DomainError
 from ecommerce.extensions import db
+from ecommerce.loadtest_data import ensure_load_customers, ensure_load_orders, write_load_csvs
 from ecommerce.products.models import Product
 from ecommerce.reviews.models import Review
 from ecommerce.users import services as user_services
@@ -192,13 +198,52 @@ def _seed_reviews(customer_ids: list[int], products: int) -> int:
 @click.option("--roots", default=6, show_default=True, help="Top-level categories.")
 @click.option("--children", default=4, show_default=True, help="Sub-categories per category.")
 @click.option("--depth", default=3, show_default=True, help="Levels in the category tree.")
-def seed_command(products, customers, customer_password, roots, children, depth):
+@click.option(
+    "--load-customers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Load-test customers load_customer_00001..N (for the JMeter plans).",
+)
+@click.option(
+    "--load-orders",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Past orders per load-test customer (stock untouched).",
+)
+@click.option(
+    "--load-password",
+    default="loadtest-password",
+    show_default=True,
+    help="The password every load-test customer logs in with.",
+)
+@click.option(
+    "--csv-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write users.csv, products.csv and categories.csv for the load plans here.",
+)
+def seed_command(
+    products,
+    customers,
+    customer_password,
+    roots,
+    children,
+    depth,
+    load_customers,
+    load_orders,
+    load_password,
+    csv_dir,
+):
     """Seed a demo catalog (idempotent: tops up to the counts given)."""
     started = time.perf_counter()
     if not 1 <= roots <= len(ROOT_CATEGORIES):
         raise click.BadParameter(f"between 1 and {len(ROOT_CATEGORIES)}", param_hint="--roots")
     if not 1 <= children <= len(SUB_WORDS):
         raise click.BadParameter(f"between 1 and {len(SUB_WORDS)}", param_hint="--children")
+    if len(load_password) < 8:
+        raise click.BadParameter("at least 8 characters", param_hint="--load-password")
     leaves = _ensure_categories(roots, children, depth)
     added = _seed_products(products, leaves)
     customer_ids = _seed_customers(customers, customer_password)
@@ -210,6 +255,30 @@ def seed_command(products, customers, customer_password, roots, children, depth)
         f"Seeded: {total_categories} categories, {added} new products, "
         f"{len(customer_ids)} customers, {reviews} reviews in {time.perf_counter() - started:.1f}s"
     )
+    # An explicit --load-password alone still moves every load customer onto it.
+    password_given = (
+        click.get_current_context().get_parameter_source("load_password") != ParameterSource.DEFAULT
+    )
+    if load_customers or load_orders or csv_dir is not None or password_given:
+        _seed_load_data(load_customers, load_orders, load_password, csv_dir)
+
+
+def _seed_load_data(customers: int, orders: int, password: str, csv_dir: Path | None) -> None:
+    """The JMeter plans' data: load customers, their order history, the CSV files they read."""
+    started = time.perf_counter()
+    load = ensure_load_customers(customers, password)
+    click.echo(f"Load customers: {len(load.ids)} ({load.created} new), all with the --load-password")
+    if orders:
+        try:
+            added = ensure_load_orders(load.ids, orders)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(
+            f"Load orders: {added} new, {orders} per load customer in {time.perf_counter() - started:.1f}s"
+        )
+    if csv_dir is not None:
+        for path, rows in write_load_csvs(csv_dir, load.usernames, password):
+            click.echo(f"Wrote {path} ({rows} rows)")
 
 
 @users_cli.command("create-admin")
@@ -279,3 +348,6 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(cache_cli)
     app.cli.add_command(auth_cli)
     app.cli.add_command(idempotency_cli)
+    # Flask-Migrate's group is the one `flask db` runs (migrate.init_app registered it).
+    for command in BACKUP_COMMANDS:
+        db_cli.add_command(command)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", PROJECT_ROOT / "instance"))
@@ -40,12 +41,44 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def normalise_database_url(url: str) -> str:
-    """Pin PostgreSQL URLs to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare
-    ``postgresql://``), and accept the ``postgres://`` spelling too."""
-    for scheme in ("postgres://", "postgresql://"):
+    """The SQLAlchemy URL of a database URL as operators write it.
+
+    PostgreSQL URLs are pinned to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare
+    ``postgresql://``), the ``postgres://`` spelling is accepted, and libpq's multi-host form
+    ``postgresql://user@h1:5433,h2:5434/db?target_session_attrs=read-write`` (the form libpq's
+    own tools take) becomes SQLAlchemy's ``?host=h1:5433&host=h2:5434`` spelling of it.
+    """
+    for scheme in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
         if url.startswith(scheme):
-            return "postgresql+psycopg2://" + url[len(scheme) :]
+            return _multi_host_as_query("postgresql+psycopg2://" + url[len(scheme) :])
     return url
+
+
+def _multi_host_as_query(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    if "," not in hostlist:
+        return url
+    path, question, query = tail.partition("?")
+    hosts = "&".join("host=" + quote(host, safe=":[]") for host in hostlist.split(",") if host)
+    query = hosts + ("&" + query if query else "")
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """The libpq connection URI of a PostgreSQL SQLAlchemy URL (for pg_dump, pg_restore, psql):
+    the driver suffix dropped, every ``host=`` query parameter back in the host list."""
+    parts = urlsplit(sqlalchemy_url)
+    scheme = parts.scheme.split("+", 1)[0]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    hosts = [value for key, value in query if key == "host"]
+    others = [(key, value) for key, value in query if key != "host"]
+    netloc = parts.netloc
+    if hosts:
+        userinfo = netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + ",".join(hosts)
+    return urlunsplit((scheme, netloc, parts.path, urlencode(others, safe=":/,"), ""))
 
 
 class Config:
@@ -66,6 +99,23 @@ class Config:
     DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
     DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
     DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15000)
+    # Reads that may be slightly stale (catalog on a cache miss, review lists, an admin's view
+    # of other users' orders) go here: a standby, e.g. a multi-host URL with
+    # target_session_attrs=prefer-standby. Unset: every read goes to DATABASE_URL.
+    _replica_url = env_str("DATABASE_REPLICA_URL")
+    SQLALCHEMY_REPLICA_URI = normalise_database_url(_replica_url) if _replica_url else None
+    # How long a write's WAL position is kept for read-your-writes (longer than any replica lag
+    # worth serving reads from; after it, a reader no longer waits for that write).
+    READ_YOUR_WRITES_TTL = env_int("READ_YOUR_WRITES_TTL", 300)
+    # A request that lost the database before committing anything is run again for this long
+    # (a Patroni switchover takes about 3 s), then answered 503 with Retry-After.
+    DB_RETRY_SECONDS = float(env_str("DB_RETRY_SECONDS", "3") or 3)
+
+    # Backups (`flask db backup`, `restore`, `drill`): where dumps are written by default, and
+    # the directory of pg_dump and pg_restore (unset: the newest /usr/lib/postgresql/*/bin that
+    # has both, else PATH; a pg_dump older than the server refuses to dump it).
+    BACKUP_DIR = env_str("BACKUP_DIR", str(INSTANCE_DIR / "backups"))
+    PG_BIN_DIR = env_str("PG_BIN_DIR")
 
     # Redis: cache and rate-limit storage. Absent -> in-process stores.
     REDIS_URL = env_str("REDIS_URL")

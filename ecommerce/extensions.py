@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.config import METRICS_MULTIPROCESS
 from ecommerce.core.metrics import OnlyNamed, multiprocess_registry
+from ecommerce.core.replicas import RoutingSession
 from ecommerce.errors import ProblemJsonPlugin, ProblemSchema
 
 # Deterministic constraint names, so migrations can drop and alter them on every backend.
@@ -37,9 +38,10 @@ def client_ip() -> str:
 # expire_on_commit=False: sessions live for one request, and a service's last act is to commit and
 # hand its objects to the schema. Expiring them would re-read every row to serialise it (an extra
 # query each), and fail when a racing request has deleted the row in the meantime.
+# RoutingSession sends the reads a service routes to the replica there (ecommerce/core/replicas.py).
 db = SQLAlchemy(
     metadata=MetaData(naming_convention=NAMING_CONVENTION),
-    session_options={"expire_on_commit": False},
+    session_options={"expire_on_commit": False, "class_": RoutingSession},
 )
 
 

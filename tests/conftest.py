@@ -287,3 +287,20 @@ def _close_cache_breaker() -> None:
     from ecommerce.core import cache as catalog_cache
 
     catalog_cache._breaker_open_until = 0.0
+
+
+@pytest.fixture
+def empty_database(app: Flask, committed: None) -> None:
+    """Start from empty tables, for tests whose counts are absolute (``committed`` empties them
+    again afterwards)."""
+    with app.app_context():
+        db.session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        db.session.commit()
+        db.session.remove()
+
+
+def invoke_cli(app: Flask, *args: str):
+    """A ``flask`` command of ``app`` through Click's test runner. `flask` pushes an app context
+    for every app.cli command; the runner invokes the group directly, so it is pushed here."""
+    with app.app_context():
+        return app.test_cli_runner().invoke(args=list(args))

@@ -5,6 +5,11 @@
   every environment variable given to the app is one the code reads; the topology is `make
   stack`'s (two instances behind nginx least_conn, Prometheus scraping each one and the worker);
   `docker compose config` accepts it when the Compose plugin is installed.
+- The PostgreSQL cluster in compose: etcd and three Patroni nodes built from one image
+  (docker/patroni/Dockerfile), each rendering the same template, patroni/patroni.yml.in, with
+  docker/patroni/entrypoint.sh (run for real here, with a stand-in for Patroni; its
+  post_bootstrap hook runs against the test PostgreSQL); the apps reach it through libpq
+  multi-host URLs with target_session_attrs.
 - Dockerfile: multi-stage, a slim runtime stage running as a non-root user.
 - docker/nginx.conf and docker/prometheus.yml: the same directives and jobs as the top-level
   nginx.conf and prometheus.yml of `make stack`, apart from addresses and file paths.
@@ -38,9 +43,14 @@ STACK_NGINX = ROOT / "nginx.conf"
 DOCKER_PROMETHEUS = ROOT / "docker" / "prometheus.yml"
 STACK_PROMETHEUS = ROOT / "prometheus.yml"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+PATRONI_DOCKERFILE = ROOT / "docker" / "patroni" / "Dockerfile"
+PATRONI_ENTRYPOINT = ROOT / "docker" / "patroni" / "entrypoint.sh"
+PATRONI_TEMPLATE = ROOT / "patroni" / "patroni.yml.in"
+PATRONI_REQUIREMENTS = ROOT / "patroni" / "requirements.txt"
 
 APP_ROLES = ("web", "worker", "migrate")
 STACK_APP_INSTANCES = 2  # scripts/stack.sh: STACK_APP_PORTS="8001 8002"
+DATABASE_NODES = ("pg1", "pg2", "pg3")  # scripts/patroni.sh: three nodes
 
 
 # The conftest's autouse Redis flush needs the test database; these checks need neither.
@@ -108,9 +118,9 @@ def env_names_read_by(path: Path) -> set[str]:
     return {name for pattern in patterns for name in re.findall(pattern, text)}
 
 
-def dockerfile_stages() -> list[dict]:
-    """The Dockerfile's stages: {"base", "name", "lines"} (instructions, continuations joined)."""
-    text = DOCKERFILE.read_text()
+def dockerfile_stages(path: Path = DOCKERFILE) -> list[dict]:
+    """A Dockerfile's stages: {"base", "name", "lines"} (instructions, continuations joined)."""
+    text = path.read_text()
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.M))
     instructions = []
     for raw in re.sub(r"\\\n", " ", text).splitlines():
@@ -157,7 +167,7 @@ def test_the_app_instances_and_the_worker_have_health_checks():
             assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no health check"
             if role(service) == "web":
                 assert "/healthz" in " ".join(test), name
-    for name in ("postgres", "redis"):
+    for name in ("etcd", *DATABASE_NODES, "redis"):
         assert services()[name]["healthcheck"]["test"], name
 
 
@@ -170,11 +180,14 @@ def test_migrations_run_once_before_any_instance_or_the_worker():
             continue
         depends = service["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
-        assert depends["postgres"]["condition"] == "service_healthy", name
         assert depends["redis"]["condition"] == "service_healthy", name
         if role(service) == "web":
             # Two instances must not race to migrate: the entrypoint skips it here.
             assert environment(service)["MIGRATE_ON_START"] == "false", name
+    for name, service in app_services().items():
+        # Every app container, the migration job included, waits for the whole cluster.
+        for node in DATABASE_NODES:
+            assert service["depends_on"][node]["condition"] == "service_healthy", f"{name} -> {node}"
 
 
 def test_the_app_is_given_only_variables_the_code_reads():
@@ -320,7 +333,12 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_HOST")}
-    env.update(POSTGRES_PASSWORD="compose-config-check", GRAFANA_ADMIN_PASSWORD="compose-config-check")
+    env.update(
+        POSTGRES_PASSWORD="compose-config-check",
+        POSTGRES_REPLICATION_PASSWORD="compose-config-check",
+        POSTGRES_REWIND_PASSWORD="compose-config-check",
+        GRAFANA_ADMIN_PASSWORD="compose-config-check",
+    )
     command = [docker, "compose", "--project-directory", str(ROOT), "--env-file", str(empty)]
     command += ["-f", str(COMPOSE_FILE), "config", "--quiet"]
     refused = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -328,6 +346,315 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     env.update(SECRET_KEY="s" * 48, JWT_SECRET_KEY="j" * 48)
     accepted = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert accepted.returncode == 0, accepted.stderr
+
+
+# -- docker-compose.yml: the PostgreSQL cluster -----------------------------------------------
+
+
+def database_nodes() -> dict[str, dict]:
+    """The services built from the Patroni image."""
+    return {
+        name: s
+        for name, s in services().items()
+        if isinstance(s.get("build"), dict) and s["build"].get("dockerfile") == "docker/patroni/Dockerfile"
+    }
+
+
+def interpolated(value: str, variables: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} against *variables*."""
+
+    def one(match: re.Match) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3) or ""
+        if variables.get(name):
+            return variables[name]
+        if operator == "?":
+            raise KeyError(f"{name}: {argument}")
+        return argument if operator == "-" else ""
+
+    return re.sub(r"\$\{(\w+)(?::([-?])([^}]*))?\}", one, value)
+
+
+def entrypoint_defaults() -> dict[str, str]:
+    """NAME -> default of every `NAME=${NAME:-default}` in docker/patroni/entrypoint.sh."""
+    return dict(re.findall(r"^\s*(\w+)=\$\{\1:-([^}]*)\}\s*$", PATRONI_ENTRYPOINT.read_text(), re.M))
+
+
+def volume_mounts(service: dict) -> dict[str, str]:
+    """container path -> named volume."""
+    found = {}
+    for volume in service.get("volumes", []):
+        parts = volume.split(":")
+        if not parts[0].startswith((".", "/")):
+            found[parts[1]] = parts[0]
+    return found
+
+
+def test_the_database_is_three_patroni_nodes_and_etcd():
+    assert "postgres" not in services(), "the single PostgreSQL is replaced by the cluster"
+    nodes = database_nodes()
+    assert tuple(sorted(nodes)) == DATABASE_NODES
+    assert len({repr(s["build"]) for s in nodes.values()}) == 1
+    assert len({s["image"] for s in nodes.values()}) == 1
+    assert next(iter(nodes.values()))["build"]["context"] == "."
+
+    envs = {name: environment(s) for name, s in nodes.items()}
+    for name, env in envs.items():
+        assert env["NODE_NAME"] == name, "the member's name is its host name on the compose network"
+        assert "NODE_HOST" not in env or env["NODE_HOST"] == name
+        assert env["ETCD_HOSTS"] == "etcd:2379"
+        assert nodes[name]["depends_on"]["etcd"]["condition"] == "service_healthy"
+        others = {k: v for k, v in env.items() if k != "NODE_NAME"}
+        assert others == {k: v for k, v in envs["pg1"].items() if k != "NODE_NAME"}, "one configuration"
+        for secret, variable in (
+            ("SUPERUSER_PASSWORD", "POSTGRES_PASSWORD"),
+            ("REPLICATION_PASSWORD", "POSTGRES_REPLICATION_PASSWORD"),
+            ("REWIND_PASSWORD", "POSTGRES_REWIND_PASSWORD"),
+        ):
+            assert env[secret].startswith(f"${{{variable}:?"), f"{name}: {secret} must be required"
+
+    # Data on a volume of each node's own, under the entrypoint's DATA_DIR; one shared WAL archive.
+    defaults = entrypoint_defaults()
+    data_volumes, archive_volumes = set(), set()
+    for service in nodes.values():
+        mounted = volume_mounts(service)
+        data_mount = next(path for path in mounted if defaults["DATA_DIR"].startswith(path + "/"))
+        data_volumes.add(mounted[data_mount])
+        archive_volumes.add(mounted[defaults["ARCHIVE_DIR"]])
+    assert len(data_volumes) == len(nodes) and len(archive_volumes) == 1
+    assert data_volumes | archive_volumes <= set(compose()["volumes"])
+
+
+def test_etcd_listens_on_the_network_and_advertises_its_service_name():
+    etcd = services()["etcd"]
+    image, _, tag = etcd["image"].rpartition(":")
+    assert image.endswith("/etcd") and re.fullmatch(r"v3\.5\.\d+", tag), "a pinned etcd 3.5"
+    flags = dict(arg.split("=", 1) for arg in etcd["command"][1:])
+    assert flags["--listen-client-urls"] == "http://0.0.0.0:2379"
+    assert flags["--advertise-client-urls"] == "http://etcd:2379"
+    assert flags["--data-dir"].startswith(next(iter(volume_mounts(etcd))) + "/")
+    assert "endpoint health" in " ".join(etcd["healthcheck"]["test"])
+
+
+def test_the_nodes_are_healthy_when_patroni_answers_get_health():
+    for name, service in database_nodes().items():
+        check = " ".join(service["healthcheck"]["test"])
+        port = environment(service)["REST_PORT"]
+        assert f"http://127.0.0.1:{port}/health" in check, name
+        assert "curl" not in check and "wget" not in check, "the image has neither: Python's urllib"
+
+
+def test_the_apps_reach_the_cluster_through_multi_host_urls():
+    from urllib.parse import parse_qs, urlsplit
+
+    nodes = database_nodes()
+    variables = {
+        "POSTGRES_PASSWORD": "the-superusers",
+        "POSTGRES_REPLICATION_PASSWORD": "r",
+        "POSTGRES_REWIND_PASSWORD": "w",
+    }
+    node_env = {k: interpolated(v, variables) for k, v in environment(nodes["pg1"]).items()}
+    superuser_password = node_env["SUPERUSER_PASSWORD"]
+    hosts = ",".join(f"{name}:{environment(s)['PG_PORT']}" for name, s in sorted(nodes.items()))
+    for name, service in app_services().items():
+        env = {k: interpolated(v, variables) for k, v in environment(service).items() if "URL" in k}
+        for key, wanted in (
+            ("DATABASE_URL", {"target_session_attrs": ["read-write"]}),
+            (
+                "DATABASE_REPLICA_URL",
+                {"target_session_attrs": ["prefer-standby"], "load_balance_hosts": ["random"]},
+            ),
+        ):
+            url = urlsplit(env[key])
+            userinfo, _, hostlist = url.netloc.rpartition("@")
+            assert url.scheme == "postgresql" and hostlist == hosts, f"{name}: {key}"
+            assert userinfo == f"postgres:{superuser_password}", f"{name}: {key}"
+            assert url.path == "/" + node_env["APP_DATABASE"], f"{name}: {key} names the hook's database"
+            assert parse_qs(url.query) == wanted, f"{name}: {key}"
+
+
+def test_the_patroni_image_holds_the_template_and_runs_as_postgres():
+    stages = dockerfile_stages(PATRONI_DOCKERFILE)
+    assert len(stages) == 1 and stages[0]["base"] == "postgres:15-bookworm"
+    lines = stages[0]["lines"]
+    assert any("python3-venv" in line for line in lines if line.startswith("RUN"))
+    copies = dict(line.split()[1:3] for line in lines if line.startswith("COPY"))
+    requirements = copies["patroni/requirements.txt"]
+    assert any(f"pip install -r {requirements}" in line for line in lines), "patroni/requirements.txt"
+    defaults = entrypoint_defaults()
+    assert copies["patroni/patroni.yml.in"] == defaults["CONFIG_TEMPLATE"], "the one shared template"
+    entrypoint = copies["docker/patroni/entrypoint.sh"]
+    assert any(line.startswith("ENTRYPOINT") and entrypoint in line for line in lines)
+    assert [line for line in lines if line.startswith("USER ")][-1] == "USER postgres"
+    # The shared archive volume takes its owner from the image's folder.
+    assert any(f"chown postgres:postgres {defaults['ARCHIVE_DIR']}" in line for line in lines)
+    assert "patroni[etcd3]" in PATRONI_REQUIREMENTS.read_text()
+
+
+# -- docker/patroni/entrypoint.sh, run with a stand-in for Patroni ----------------------------
+
+AWKWARD_PASSWORD = "it's|a&b\\\\c #d: e"  # quotes, sed and YAML metacharacters
+
+
+def render_node(tmp_path: Path, node: str, template: Path = PATRONI_TEMPLATE, **env: str):
+    """Run the node's entrypoint with its compose environment; Patroni is a stand-in that logs
+    its arguments. Returns (the process, the stand-in's calls, the rendered file)."""
+    variables = {
+        "POSTGRES_PASSWORD": AWKWARD_PASSWORD,
+        "POSTGRES_REPLICATION_PASSWORD": "replication-secret",
+        "POSTGRES_REWIND_PASSWORD": 'rewind"secret',
+    }
+    node_env = {k: interpolated(v, variables) for k, v in environment(services()[node]).items()}
+    folder = stub_bin(tmp_path, "patroni")
+    log = tmp_path / "calls.log"
+    log.write_text("")
+    archive = tmp_path / "archive"
+    archive.mkdir(exist_ok=True)
+    config = tmp_path / f"{node}.yml"
+    full_env = {
+        "PATH": f"{folder}:/usr/bin:/bin",
+        "STUB_LOG": str(log),
+        **node_env,
+        # Paths of the container that do not exist here; the rest are the compose values.
+        "ARCHIVE_DIR": str(archive),
+        "CONFIG_TEMPLATE": str(template),
+        "CONFIG_FILE": str(config),
+        **env,
+    }
+    result = subprocess.run(["sh", str(PATRONI_ENTRYPOINT)], capture_output=True, text=True, env=full_env)
+    return result, log.read_text().splitlines(), config
+
+
+def yaml_quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def test_each_node_renders_the_shared_template_with_only_the_container_edits(tmp_path):
+    template = PATRONI_TEMPLATE.read_text()
+    hook = f"{PATRONI_ENTRYPOINT.resolve()} create-database"
+    normalised = set()
+    for node in DATABASE_NODES:
+        result, calls, config = render_node(tmp_path, node)
+        assert result.returncode == 0, result.stderr
+        assert calls == [f"patroni {config} | multiproc=<unset>"], "exec patroni CONFIG_FILE"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600, "it holds the passwords"
+        rendered = config.read_text()
+
+        env = environment(services()[node])
+        values = {
+            "NAME": node,
+            "SCOPE": env["CLUSTER_SCOPE"],
+            "PG_PORT": env["PG_PORT"],
+            "REST_PORT": env["REST_PORT"],
+            "ETCD_HOSTS": env["ETCD_HOSTS"],
+            "DATA_DIR": entrypoint_defaults()["DATA_DIR"],
+            "NODE_DIR": entrypoint_defaults()["NODE_DIR"],
+            "BIN_DIR": "/usr/lib/postgresql/15/bin",
+            "ARCHIVE_DIR": str(tmp_path / "archive"),
+            "SUPERUSER_PASSWORD": yaml_quoted(AWKWARD_PASSWORD),
+            "REPLICATION_PASSWORD": yaml_quoted("replication-secret"),
+            "REWIND_PASSWORD": yaml_quoted('rewind"secret'),
+        }
+        expected = re.sub(r"@([A-Z_]+)@", lambda m, values=values: values[m.group(1)], template)
+        removed = sorted(set(expected.splitlines()) - set(rendered.splitlines()))
+        added = sorted(set(rendered.splitlines()) - set(expected.splitlines()))
+        pg, rest = env["PG_PORT"], env["REST_PORT"]
+        assert removed == sorted(
+            [
+                f"  connect_address: 127.0.0.1:{pg}",
+                f"  connect_address: 127.0.0.1:{rest}",
+                f"  listen: 127.0.0.1:{pg}",
+                f"  listen: 127.0.0.1:{rest}",
+            ]
+        )
+        assert added == sorted(
+            [
+                f"  connect_address: {node}:{pg}",
+                f"  connect_address: {node}:{rest}",
+                f"  listen: 0.0.0.0:{pg}",
+                f"  listen: 0.0.0.0:{rest}",
+                f"  post_bootstrap: {hook}",
+                "    - host all all samenet scram-sha-256",
+                "    - host replication replicator samenet scram-sha-256",
+            ]
+        )
+
+        parsed = yaml.safe_load(rendered)
+        assert parsed["name"] == node and parsed["scope"] == "ecommerce"
+        assert parsed["restapi"] == {"listen": f"0.0.0.0:{rest}", "connect_address": f"{node}:{rest}"}
+        assert parsed["postgresql"]["listen"] == f"0.0.0.0:{pg}"
+        assert parsed["postgresql"]["connect_address"] == f"{node}:{pg}"
+        assert parsed["etcd3"]["hosts"] == "etcd:2379"
+        assert parsed["bootstrap"]["post_bootstrap"] == hook
+        hba = parsed["postgresql"]["pg_hba"]
+        assert hba[-2:] == [
+            "host replication replicator samenet scram-sha-256",
+            "host all all samenet scram-sha-256",
+        ]
+        authentication = parsed["postgresql"]["authentication"]
+        assert authentication["superuser"]["password"] == AWKWARD_PASSWORD
+        assert authentication["rewind"]["password"] == 'rewind"secret'
+        normalised.add(rendered.replace(node, "<node>"))
+    assert len(normalised) == 1, "the three nodes differ only in their name"
+
+
+def test_a_node_refuses_to_start_without_its_secrets_or_with_a_template_it_does_not_know(tmp_path):
+    result, calls, _ = render_node(tmp_path, "pg1", REPLICATION_PASSWORD="")
+    assert result.returncode != 0 and "REPLICATION_PASSWORD" in result.stderr and calls == []
+
+    changed = tmp_path / "changed.yml.in"
+    changed.write_text(PATRONI_TEMPLATE.read_text().replace("name: @NAME@", "name: @NAME@\nx: @NEW_THING@"))
+    result, calls, _ = render_node(tmp_path, "pg1", template=changed)
+    assert result.returncode != 0 and "@NEW_THING@" in result.stderr and calls == []
+
+    changed.write_text(PATRONI_TEMPLATE.read_text().replace("  listen: 127.0.0.1:@PG_PORT@", "  listen: '*'"))
+    result, calls, _ = render_node(tmp_path, "pg2", template=changed)
+    assert result.returncode != 0 and "listen" in result.stderr and calls == []
+
+
+def test_the_post_bootstrap_hook_creates_the_apps_database_once(tmp_path):
+    from sqlalchemy.engine import make_url
+
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is not installed")
+    url = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_test"))
+    server = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    name = f"patroni_hook_{os.getpid()}_{int(time.time() * 1000) % 10**6}"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BIN_DIR": str(Path(psql).parent),
+        "APP_DATABASE": name,
+        "PGOPTIONS": "-c synchronous_commit=local",  # what Patroni sets for the hook
+    }
+    import psycopg2
+
+    try:
+        for _ in range(2):  # a second run finds it there
+            result = subprocess.run(
+                ["sh", str(PATRONI_ENTRYPOINT), "create-database", server],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+            assert result.returncode == 0, result.stderr
+        with psycopg2.connect(server) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
+            assert cursor.fetchone() == (1,)
+    finally:
+        conn = psycopg2.connect(server)
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.close()
+
+    result = subprocess.run(
+        ["sh", str(PATRONI_ENTRYPOINT), "create-database", server],
+        capture_output=True,
+        text=True,
+        env={**env, "APP_DATABASE": 'bad"; DROP'},
+    )
+    assert result.returncode != 0 and "APP_DATABASE" in result.stderr
 
 
 # -- Dockerfile and .dockerignore -------------------------------------------------------------
@@ -588,13 +915,14 @@ def test_the_entrypoint_waits_for_a_database_that_answers(tmp_path):
 
 
 def test_the_shell_scripts_are_clean():
-    for script in (ENTRYPOINT, DEPLOY):
+    scripts = (ENTRYPOINT, PATRONI_ENTRYPOINT, DEPLOY, *sorted((ROOT / "scripts").glob("**/*.sh")))
+    for script in scripts:
         shell = "sh" if script.read_text().startswith("#!/bin/sh") else "bash"
         assert subprocess.run([shell, "-n", str(script)]).returncode == 0, script
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (the syntax was checked)")
-    result = subprocess.run([shellcheck, str(ENTRYPOINT), str(DEPLOY)], capture_output=True, text=True)
+    result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -618,9 +946,18 @@ printf 'docker %s\\n' "$*" >> "$STUB_LOG"
 """
 
 
-def run_deploy(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str], Path]:
+# The host still runs the single `postgres` container of a release before the cluster.
+FAKE_DOCKER_WITH_OLD_POSTGRES = """#!/bin/sh
+printf 'docker %s\\n' "$*" >> "$STUB_LOG"
+case "$*" in *com.docker.compose.service=postgres*) echo 0123456789ab ;; esac
+"""
+
+
+def run_deploy(
+    tmp_path: Path, docker: str = FAKE_DOCKER, **env: str
+) -> tuple[subprocess.CompletedProcess, list[str], Path]:
     folder = stub_bin(tmp_path, "ssh", script=FAKE_SSH)
-    stub_bin(tmp_path, "docker", script=FAKE_DOCKER)
+    stub_bin(tmp_path, "docker", script=docker)
     log = tmp_path / "calls.log"
     log.write_text("")
     target = tmp_path / "srv" / "ecommerce"
@@ -650,7 +987,15 @@ def test_the_deploy_migrates_then_rolls_the_instances_one_at_a_time(tmp_path):
     ssh_calls = [call for call in calls if call.startswith("ssh ")]
     assert ssh_calls and all("StrictHostKeyChecking=yes" in call for call in ssh_calls)
     assert all("deploy@staging.example.com" in call for call in ssh_calls)
-    for path in ("docker-compose.yml", "docker/nginx.conf", "docker/prometheus.yml", "prometheus/alerts.yml"):
+    copied = ("docker-compose.yml", "docker/nginx.conf", "docker/prometheus.yml", "prometheus/alerts.yml")
+    # The PostgreSQL nodes' image is built on the host: its Dockerfile and build context too.
+    copied += (
+        ".dockerignore",
+        "docker/patroni/Dockerfile",
+        "patroni/patroni.yml.in",
+        "patroni/requirements.txt",
+    )
+    for path in copied:
         assert (target / path).is_file(), f"{path} was not copied"
     assert (target / ".env").read_text() == "SECRET_KEY=kept\nIMAGE=ghcr.io/acme/shop:sha-0123456789abcdef\n"
     assert stat.S_IMODE((target / ".env").stat().st_mode) == 0o600
@@ -658,8 +1003,13 @@ def test_the_deploy_migrates_then_rolls_the_instances_one_at_a_time(tmp_path):
     docker = [call.removeprefix("docker compose ") for call in calls if call.startswith("docker ")]
     wait = "--no-build --no-deps --wait --wait-timeout 180"
     assert docker == [
+        "docker ps -aq --filter label=com.docker.compose.project=ecommerce"
+        " --filter label=com.docker.compose.service=postgres",
         "pull --quiet",
-        "up -d --no-build --remove-orphans --wait --wait-timeout 120 postgres redis mailpit",
+        "build --quiet " + " ".join(DATABASE_NODES),
+        "up -d --no-build --remove-orphans --wait --wait-timeout 180 etcd "
+        + " ".join(DATABASE_NODES)
+        + " redis mailpit",
         "run --rm -T --no-deps migrate",
         f"up -d {wait} app1",
         "exec -T nginx nginx -s reload",
@@ -678,6 +1028,13 @@ def test_the_deploy_logs_in_to_the_registry_only_with_a_token(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "docker login ghcr.io -u bot --password-stdin" in calls
     assert not any("t0ken" in call for call in calls), "the token never appears on a command line"
+
+
+def test_the_deploy_stops_before_leaving_the_old_single_postgres_behind(tmp_path):
+    result, calls, _ = run_deploy(tmp_path, docker=FAKE_DOCKER_WITH_OLD_POSTGRES)
+    assert result.returncode != 0 and "docs/deployment.md" in result.stderr
+    docker = [call for call in calls if call.startswith("docker ")]
+    assert len(docker) == 1 and docker[0].startswith("docker ps "), "nothing is pulled, built or started"
 
 
 def test_the_deploy_refuses_to_run_without_its_parameters(tmp_path):

@@ -10,6 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from ecommerce.categories.models import Category
 from ecommerce.core.cache import invalidate_product_lists
+from ecommerce.core.replicas import CATALOG_SCOPE, read_from_replica
 from ecommerce.errors import Conflict, NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
@@ -20,10 +21,12 @@ TREE_LOCK_KEY = 7_231_001
 
 
 def list_categories() -> list[Category]:
+    read_from_replica(CATALOG_SCOPE)
     return list(db.session.scalars(select(Category).order_by(Category.id)))
 
 
 def get_category(category_id: int) -> Category:
+    read_from_replica(CATALOG_SCOPE)  # a GET's read only: writes stay on the primary
     category = db.session.scalar(
         select(Category).options(selectinload(Category.children)).where(Category.id == category_id)
     )

@@ -14,14 +14,19 @@ How "exactly once" holds across app instances and restarts:
    and a claim taken over by a later retry makes the earlier call roll back.
 3. A call that fails with a domain error (409, 422) stores that error as its response; a call
    that fails unexpectedly releases the claim, so the client may simply retry.
-4. A claim left ``in_progress`` (its process died before committing anything) can be taken over
-   after ``STALE_CLAIM``: nothing was committed under it, by (2).
+4. On PostgreSQL the call holds a row lock on its key from just after the claim until its
+   transaction ends. A retry that finds the key ``in_progress`` but unlocked, and older than
+   ``CLAIM_GRACE`` (the moment between the claim's commit and its lock), knows its owner is
+   gone (its process died, or its database connection was lost in a failover) and takes the
+   claim over: nothing was committed under it, by (2). A locked key means the owner is still at
+   work: 409. Where there are no row locks (SQLite), a claim is taken over after ``STALE_CLAIM``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -33,6 +38,7 @@ from typing import Any
 from flask import Response, g, request
 from flask_jwt_extended import current_user
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ecommerce.core.models import UTCDateTime, dialect_insert, utcnow
@@ -43,6 +49,9 @@ HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
 RETENTION = timedelta(hours=24)
 STALE_CLAIM = timedelta(minutes=5)
+CLAIM_GRACE = timedelta(seconds=2)
+LOCK_NOT_AVAILABLE = "55P03"
+log = logging.getLogger(__name__)
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
@@ -117,17 +126,24 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
     claimed_id = session.execute(statement).scalar()
     if claimed_id is not None:
         session.commit()
-        return Claim(claimed_id, token)
+        return _hold(session, Claim(claimed_id, token))
 
-    existing = session.scalar(
-        select(IdempotencyKey)
-        .where(
-            IdempotencyKey.user_id == user_id,
-            IdempotencyKey.scope == scope,
-            IdempotencyKey.key == key,
+    postgres = session.get_bind().dialect.name == "postgresql"
+    try:
+        existing = session.scalar(
+            select(IdempotencyKey)
+            .where(
+                IdempotencyKey.user_id == user_id,
+                IdempotencyKey.scope == scope,
+                IdempotencyKey.key == key,
+            )
+            .with_for_update(nowait=postgres)
         )
-        .with_for_update()
-    )
+    except OperationalError as error:
+        if getattr(error.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+            raise
+        session.rollback()
+        raise Conflict("A request with this Idempotency-Key is still being processed; retry later.") from None
     if existing is None:
         # The row went away after the INSERT saw it (a failed call released it, or the purge
         # removed it): the key is free again.
@@ -135,13 +151,16 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
         return claim(user_id, scope, key, fingerprint)
     now = utcnow()
     expired = existing.created_at < now - RETENTION
-    abandoned = existing.state == "in_progress" and existing.created_at < now - STALE_CLAIM
+    # Locked by us now, so its owner holds no lock: on PostgreSQL that owner is gone, unless it
+    # has only just committed its claim and is about to lock it.
+    stale_after = CLAIM_GRACE if postgres else STALE_CLAIM
+    abandoned = existing.state == "in_progress" and existing.created_at < now - stale_after
     if expired or abandoned:
         existing.fingerprint, existing.state, existing.claim_token = fingerprint, "in_progress", token
         existing.created_at, existing.completed_at = now, None
         existing.response_status = existing.response_body = existing.response_content_type = None
         session.commit()
-        return Claim(existing.id, token)
+        return _hold(session, Claim(existing.id, token))
     session.rollback()
     if existing.fingerprint != fingerprint:
         raise ValidationFailed(
@@ -151,6 +170,13 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
     if existing.state == "in_progress":
         raise Conflict("A request with this Idempotency-Key is still being processed; retry later.")
     return Replay(existing.response_status, existing.response_content_type, bytes(existing.response_body))
+
+
+def _hold(session: Session, current: Claim) -> Claim:
+    """Lock the claimed key in the transaction that does the work (the session's next one),
+    so that a retry can tell a running owner (locked) from a dead one (unlocked)."""
+    session.execute(select(IdempotencyKey.id).where(IdempotencyKey.id == current.id).with_for_update())
+    return current
 
 
 def complete_in_transaction(session: Session, status: int, payload: Callable[[], Any]) -> None:
@@ -199,15 +225,20 @@ def _store_error(current: Claim, response: Response) -> None:
 
 
 def _release(current: Claim) -> None:
-    db.session.rollback()
-    db.session.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.id == current.id,
-            IdempotencyKey.claim_token == current.token,
-            IdempotencyKey.state == "in_progress",
+    """Free the key after an unexpected failure. With the database gone (the failure itself,
+    often) the claim stays ``in_progress`` but unlocked, and the client's retry takes it over."""
+    try:
+        db.session.rollback()
+        db.session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.id == current.id,
+                IdempotencyKey.claim_token == current.token,
+                IdempotencyKey.state == "in_progress",
+            )
         )
-    )
-    db.session.commit()
+        db.session.commit()
+    except DBAPIError as error:
+        log.warning("could not release Idempotency-Key claim %s: %s", current.id, error.orig)
 
 
 def idempotent(scope: str) -> Callable:

@@ -36,6 +36,7 @@ from ecommerce.core.idempotency import complete_in_transaction
 from ecommerce.core.jobs import enqueue_after_commit
 from ecommerce.core.mail import send_message
 from ecommerce.core.models import dialect_insert, utcnow
+from ecommerce.core.replicas import read_from_replica, user_scope
 from ecommerce.errors import Conflict, InsufficientStock, InvalidTransition, NotFound
 from ecommerce.extensions import db
 from ecommerce.orders.models import (
@@ -210,6 +211,9 @@ def list_orders(actor: User, filters: dict[str, Any], page: int, page_size: int)
         statement = statement.where(Order.user_id == actor.id)
     elif "user_id" in filters:
         statement = statement.where(Order.user_id == filters["user_id"])
+    if actor.role == Role.ADMIN and filters.get("user_id") != actor.id:
+        # Other users' orders may lag a moment behind; the admin's own writes never do.
+        read_from_replica(user_scope(actor.id))
     if "order_status" in filters:
         statement = statement.where(Order.order_status == filters["order_status"])
     if actor.role != Role.ADMIN and "order_status" not in filters:

@@ -13,6 +13,7 @@ from sqlalchemy import case, func, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ecommerce.core.cache import invalidate_product
+from ecommerce.core.replicas import CATALOG_SCOPE, read_from_replica
 from ecommerce.errors import Conflict, Forbidden, NotFound
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
@@ -41,6 +42,7 @@ def _move_aggregate(product_id: int, sum_delta: int, count_delta: int) -> None:
 
 
 def list_reviews(product_id: int, page: int, page_size: int) -> tuple[list[Review], int]:
+    read_from_replica(CATALOG_SCOPE)
     get_product(product_id)
     total = db.session.scalar(select(func.count()).where(Review.product_id == product_id))
     reviews = db.session.scalars(

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.categories.models import Category
 from ecommerce.core.idempotency import (
+    CLAIM_GRACE,
     STALE_CLAIM,
     Claim,
     IdempotencyKey,
@@ -554,23 +555,40 @@ def test_mixed_checkouts_and_cancels_keep_stock_exact(app, instances):
 # --- the idempotency claim, directly -------------------------------------------------------
 
 
-def test_a_stale_claim_is_taken_over_and_the_old_call_cannot_complete(app, committed):
+def other_session_claims(app: Flask, *args: str | int) -> Claim | Replay:
+    """``claim`` as another request would make it: its own session and connection."""
+    with app.app_context():
+        try:
+            return claim(*args)
+        finally:
+            db.session.rollback()
+
+
+def test_a_claim_whose_owner_is_gone_is_taken_over_and_the_old_call_cannot_complete(app, committed):
     scope, key, fingerprint = "orders:create", "takeover-key", "f" * 64
     with app.app_context():
         user_id = UserFactory().id
         old = claim(user_id, scope, key, fingerprint)
         assert isinstance(old, Claim)
-        # Still fresh: a second call is told the first one is running.
+        # Its owner is at work (it holds the key's row lock): another call is told so at once.
+        started = time.monotonic()
         with pytest.raises(Conflict, match="still being processed"):
-            claim(user_id, scope, key, fingerprint)
-        with pytest.raises(ValidationFailed):
-            claim(user_id, scope, key, "0" * 64)
+            other_session_claims(app, user_id, scope, key, fingerprint)
+        assert time.monotonic() - started < 2  # NOWAIT: no waiting for the owner
+        with pytest.raises((Conflict, ValidationFailed)):
+            other_session_claims(app, user_id, scope, key, "0" * 64)
 
-        # Its process "died": the claim ages past STALE_CLAIM while still in_progress.
+        # Its owner "dies" (its transaction ends without completing, as when its process or its
+        # database connection is lost): the key is in_progress but unlocked. Within CLAIM_GRACE
+        # that is the owner's moment between claim and lock, so still 409; after it, taken over.
+        db.session.rollback()
+        assert db.session.scalar(select(IdempotencyKey.state)) == "in_progress"
+        with pytest.raises(Conflict, match="still being processed"):
+            other_session_claims(app, user_id, scope, key, fingerprint)
         db.session.execute(
             update(IdempotencyKey)
             .where(IdempotencyKey.id == old.id)
-            .values(created_at=utcnow() - STALE_CLAIM - timedelta(seconds=1))
+            .values(created_at=utcnow() - CLAIM_GRACE - timedelta(seconds=1))
         )
         db.session.commit()
         new = claim(user_id, scope, key, fingerprint)
@@ -612,6 +630,7 @@ def test_a_claim_whose_key_row_vanishes_under_it_claims_afresh(app, committed):
         user_id = UserFactory().id
         first = claim(user_id, scope, key, fingerprint)
         assert isinstance(first, Claim)
+        db.session.rollback()  # the earlier call's transaction ends (and its row lock with it)
         released = threading.Event()
 
         def release_after_insert(_conn, _cursor, statement, *_args) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from flask import Flask
 from sqlalchemy import text
 
 from ecommerce.extensions import db
-from tests.conftest import TABLES, bearer, login
+from tests.conftest import bearer, invoke_cli, login
 from tests.factories import ProductFactory, UserFactory
 
 AGGREGATE_DRIFT = """
@@ -29,22 +28,6 @@ WITH RECURSIVE tree(id, depth) AS (
 )
 SELECT MAX(depth) FROM tree
 """
-
-
-@pytest.fixture
-def empty_database(app: Flask, committed: None) -> None:
-    """Counts below are absolute, so start from empty tables (``committed`` empties them after)."""
-    with app.app_context():
-        db.session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        db.session.commit()
-        db.session.remove()
-
-
-def run(app: Flask, *args: str):
-    # `flask` pushes an app context for every app.cli command; the test runner invokes the
-    # group directly, so push it here the same way.
-    with app.app_context():
-        return app.test_cli_runner().invoke(args=list(args))
 
 
 def scalar(app: Flask, sql: str):
@@ -69,7 +52,7 @@ def customers(app: Flask) -> list[str]:
 
 
 def test_seed_builds_a_catalog_and_tops_it_up_idempotently(app, empty_database):
-    result = run(app, "seed", "--products", "300", "--customers", "3")
+    result = invoke_cli(app, "seed", "--products", "300", "--customers", "3")
     assert result.exit_code == 0, result.output
     assert "300 new products" in result.output
 
@@ -99,14 +82,14 @@ def test_seed_builds_a_catalog_and_tops_it_up_idempotently(app, empty_database):
     assert product["rating_avg"] == round(sum(ratings) / len(ratings), 2)
 
     # Again: nothing new.
-    again = run(app, "seed", "--products", "300", "--customers", "3")
+    again = invoke_cli(app, "seed", "--products", "300", "--customers", "3")
     assert again.exit_code == 0, again.output
     assert "0 new products" in again.output
     assert counts(app) == first
     assert customers(app) == ["customer1", "customer2", "customer3"]
 
     # A larger target tops the catalog up; nothing else moves.
-    more = run(app, "seed", "--products", "350", "--customers", "3")
+    more = invoke_cli(app, "seed", "--products", "350", "--customers", "3")
     assert more.exit_code == 0, more.output
     assert "50 new products" in more.output
     assert counts(app) == {**first, "products": 350}
@@ -117,14 +100,14 @@ def test_seed_builds_a_catalog_and_tops_it_up_idempotently(app, empty_database):
 
 
 def test_seed_rejects_bad_options(app, empty_database):
-    result = run(app, "seed", "--products", "5", "--roots", "99")
+    result = invoke_cli(app, "seed", "--products", "5", "--roots", "99")
     assert result.exit_code != 0
     assert "--roots" in result.output
     assert counts(app)["products"] == 0
 
 
 def test_create_admin(app, empty_database):
-    result = run(
+    result = invoke_cli(
         app,
         "users",
         "create-admin",
@@ -145,7 +128,7 @@ def test_create_admin(app, empty_database):
     created = client.post("/api/categories/", json={"name": "Made by the admin"}, headers=headers)
     assert created.status_code == 201, created.get_json()
 
-    duplicate = run(
+    duplicate = invoke_cli(
         app,
         "users",
         "create-admin",
@@ -158,7 +141,7 @@ def test_create_admin(app, empty_database):
     )
     assert duplicate.exit_code != 0
     assert "already registered" in duplicate.output
-    same_email = run(
+    same_email = invoke_cli(
         app,
         "users",
         "create-admin",
@@ -172,7 +155,7 @@ def test_create_admin(app, empty_database):
     assert same_email.exit_code != 0
     assert "already registered" in same_email.output
 
-    short = run(
+    short = invoke_cli(
         app,
         "users",
         "create-admin",
@@ -199,7 +182,7 @@ def test_set_role(app, empty_database):
     body = {"name": "Promoted"}
     assert client.post("/api/categories/", json=body, headers=headers).status_code == 403
 
-    result = run(app, "users", "set-role", username, "admin")
+    result = invoke_cli(app, "users", "set-role", username, "admin")
     assert result.exit_code == 0, result.output
     assert f"{username} is now admin" in result.output
     # Roles are read from the database on every request: the same token is admin now.
@@ -207,12 +190,12 @@ def test_set_role(app, empty_database):
     fresh = bearer(login(client, username)["access_token"])
     assert client.get("/api/users/me/", headers=fresh).get_json()["role"] == "admin"
 
-    assert run(app, "users", "set-role", username, "customer").exit_code == 0
+    assert invoke_cli(app, "users", "set-role", username, "customer").exit_code == 0
     assert client.post("/api/categories/", json={"name": "Again"}, headers=headers).status_code == 403
 
-    unknown = run(app, "users", "set-role", "nobody", "admin")
+    unknown = invoke_cli(app, "users", "set-role", "nobody", "admin")
     assert unknown.exit_code != 0 and "No user named nobody" in unknown.output
-    bad_role = run(app, "users", "set-role", username, "superuser")
+    bad_role = invoke_cli(app, "users", "set-role", username, "superuser")
     assert bad_role.exit_code == 2  # click usage error
 
 
@@ -223,7 +206,7 @@ def test_deactivate(app, empty_database):
     headers = bearer(login(client, username)["access_token"])
     assert client.get("/api/users/me/", headers=headers).status_code == 200
 
-    result = run(app, "users", "deactivate", username)
+    result = invoke_cli(app, "users", "deactivate", username)
     assert result.exit_code == 0, result.output
     assert f"{username} is deactivated" in result.output
     # The live token stops working, and logging in again is refused.
@@ -231,7 +214,7 @@ def test_deactivate(app, empty_database):
     refused = client.post("/api/auth/login/", json={"username": username, "password": "password123"})
     assert refused.status_code == 401
 
-    unknown = run(app, "users", "deactivate", "nobody")
+    unknown = invoke_cli(app, "users", "deactivate", "nobody")
     assert unknown.exit_code != 0 and "No user named nobody" in unknown.output
 
 
@@ -246,7 +229,7 @@ def test_cache_clear(app, empty_database, redis_client):
     assert redis_client.keys(f"{prefix}product:{product_id}")
     assert redis_client.keys(f"{prefix}products:list:*")
 
-    result = run(app, "cache", "clear")
+    result = invoke_cli(app, "cache", "clear")
     assert result.exit_code == 0, result.output
     assert "Cache cleared." in result.output
     assert redis_client.keys(f"{prefix}*") == []

@@ -1,0 +1,125 @@
+"""Riding out a database failover: which errors mean "no primary right now", and the retry of a
+request whose transaction failed before anything was committed.
+
+While Patroni replaces a primary (a few seconds for a switchover, about ``ttl`` = 20 s after a
+crash) there is no node that accepts writes. Pooled connections to the old primary die with it,
+new ones find no ``read-write`` host, and a connection that survived on a demoted node refuses
+writes (SQLSTATE 25006). All of these are treated as a disconnect: SQLAlchemy drops the pool's
+connections, the next checkout connects afresh (``pool_pre_ping`` catches the rest), and the
+client gets 503 with ``Retry-After`` (ecommerce/errors.py), never a 500.
+
+Before that, the request itself is run again for up to ``DB_RETRY_SECONDS`` when that is safe:
+no COMMIT of this request has reached the database, so nothing it did is stored, and running it
+again is the same as running it once. A request that did send a COMMIT (an ``Idempotency-Key``
+claim, or its own transaction) is never re-run here: the outcome of a COMMIT cut off by a crash
+is unknown, and only the client, with its ``Idempotency-Key``, can retry it safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, g, has_request_context
+from prometheus_client import Counter
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+log = logging.getLogger(__name__)
+
+# SQLSTATEs that mean the server is going away or is not (or no longer) the primary.
+FAILOVER_SQLSTATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: the node was demoted under this connection
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, or shutting down)
+    }
+)
+_COMMIT_SENT = "_ecommerce_commit_sent"
+PRIMARY_UNAVAILABLE = "_ecommerce_primary_unavailable"  # g: a read of this request found no primary
+
+FAILOVER_RETRIES = Counter(
+    "ecommerce_db_failover_retries_total", "Requests run again after losing the database before any commit"
+)
+
+
+def _sqlstate(error: BaseException | None) -> str:
+    return getattr(error, "pgcode", None) or ""
+
+
+@event.listens_for(Engine, "handle_error")
+def _failover_errors_are_disconnects(context) -> None:
+    """A demoted or stopping server: drop the connection (and the pool's others) like a lost one."""
+    code = _sqlstate(context.original_exception)
+    if code in FAILOVER_SQLSTATES or code.startswith("08"):
+        context.is_disconnect = True
+
+
+@event.listens_for(Engine, "commit")
+def _note_commit(_connection) -> None:
+    if has_request_context():
+        setattr(g, _COMMIT_SENT, True)
+
+
+def database_unavailable(error: DBAPIError) -> bool:
+    """The database (or a primary) cannot be reached: a retryable 503, not a bug."""
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    code = _sqlstate(error.orig)
+    # No SQLSTATE: libpq could not connect at all. 55P03 (lock not available) and 57014
+    # (statement timeout) are answered by their own rules.
+    return code == "" or code in FAILOVER_SQLSTATES or code.startswith("08")
+
+
+def dispatch_with_retry(dispatch: Callable[[], Any]) -> Any:
+    """Run the view; while the database is unreachable and nothing was committed, run it again
+    (backing off from 0.1 s to 1 s) until DB_RETRY_SECONDS have passed."""
+    from ecommerce.extensions import db
+
+    budget = current_app.config.get("DB_RETRY_SECONDS", 0)
+    deadline = time.monotonic() + budget
+    delay = 0.1
+    while True:
+        try:
+            return dispatch()
+        except DBAPIError as error:
+            if not database_unavailable(error) or g.get(_COMMIT_SENT) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable, running the request again in %.1fs: %s", delay, error.orig)
+            # A read that may be stale is served by a replica on the next attempt, caught up or
+            # not: during a failover a slightly old catalog beats an error.
+            setattr(g, PRIMARY_UNAVAILABLE, True)
+        discard_session(db)
+        FAILOVER_RETRIES.inc()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def discard_session(db) -> None:
+    """Close and forget the request's session, even when a server under it has died.
+
+    Closing rolls back each connection the session holds; on a connection whose server was
+    killed that rollback fails. The answer is already made (or about to be retried): the lost
+    connection is dropped, never turned into a 500 at the end of the request.
+    """
+    try:
+        db.session.remove()
+    except DBAPIError as error:
+        log.warning("a database connection was lost while the session closed: %s", error.orig)
+        db.session.registry.clear()
+
+
+def init_failover(app: Flask) -> None:
+    """After db.init_app: this teardown runs before Flask-SQLAlchemy's (teardowns run in reverse
+    order of registration), which then finds no session left to close."""
+    from ecommerce.extensions import db
+
+    @app.teardown_appcontext
+    def _close_session_safely(_error: BaseException | None) -> None:
+        discard_session(db)
