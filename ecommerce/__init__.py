@@ -6,11 +6,13 @@ from typing import Any
 
 import redis
 from flask import Flask, send_from_directory
+from flask.sessions import SessionInterface
 from sqlalchemy import event
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import IntegerConverter
 
 from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
+from ecommerce.core.cache import init_local_cache
 from ecommerce.core.failover import dispatch_with_retry, init_failover
 from ecommerce.core.logs import configure_logging
 from ecommerce.core.metrics import instrument_pool
@@ -33,6 +35,17 @@ class BoundedIntConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
+class NoCookieSessions(SessionInterface):
+    """The API authenticates every request with a bearer token and keeps no cookie session:
+    nothing is signed or verified per request, and no Set-Cookie ever leaves."""
+
+    def open_session(self, app: Flask, request: Any) -> Any:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
+
+
 class App(Flask):
     def dispatch_request(self) -> Any:
         """The view, run again while the database fails over, if nothing was committed yet."""
@@ -42,6 +55,7 @@ class App(Flask):
 def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     config = config or config_from_env()
     app = App(__name__, instance_path=str(INSTANCE_DIR))
+    app.session_interface = NoCookieSessions()
     app.config.from_object(config)
     app.config.update(overrides)
     if issubclass(config, ProductionConfig):
@@ -110,6 +124,7 @@ def register_extensions(app: Flask) -> None:
     api.register_field(Money, "string", "decimal")  # "19.99" on the wire, as documented
     jwt.init_app(app)
     cache.init_app(app)
+    init_local_cache(app)
     limiter.init_app(app)
     metrics.init_app(app)
     init_gateway(app)

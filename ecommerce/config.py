@@ -125,6 +125,9 @@ class Config:
     CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ecommerce:")
     PRODUCT_CACHE_TIMEOUT = env_int("PRODUCT_CACHE_TIMEOUT", 300)
     PRODUCT_LIST_CACHE_TIMEOUT = env_int("PRODUCT_LIST_CACHE_TIMEOUT", 60)
+    # Each worker's own copy of hot catalog entries, invalidated by Redis (0 turns it off).
+    LOCAL_CACHE_SECONDS = env_int("LOCAL_CACHE_SECONDS", 5)
+    LOCAL_CACHE_MAX_ENTRIES = env_int("LOCAL_CACHE_MAX_ENTRIES", 10000)
 
     # Auth
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=env_int("JWT_ACCESS_TOKEN_EXPIRES", 15 * 60))

@@ -253,6 +253,8 @@ def build_app(app: Flask):
         with instance.app_context():
             db.session.remove()
             db.engine.dispose()
+        if "local_cache" in instance.extensions:
+            instance.extensions["local_cache"].close()
     limiter.limit_manager.set_default_limits([])
     limiter.init_app(app)
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_JSON"])

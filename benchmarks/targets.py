@@ -1,0 +1,187 @@
+"""The performance targets, through nginx, as ratios to GET /healthz on the same stack in one run.
+
+Brings up `scripts/stack.sh` on ports and a database of its own (nginx least_conn over two
+gunicorn gevent instances, PostgreSQL, Redis), with a catalog of BENCH_PRODUCTS products, and
+measures with wrk (BENCH_CONNECTIONS connections, BENCH_ROUNDS alternating rounds of
+BENCH_SECONDS each; medians):
+
+- GET /healthz, the floor: a request that does no work;
+- GET /api/products/<id>/ cached: random products of a warm hot set (BENCH_HOT_SET);
+- GET /api/products/?page&sort cached: 20 pages x 5 sort orders, warm;
+- GET /api/products/<id>/ uncached: every request a product nobody has read in this run (each
+  round walks a fresh range of ids), so each is a cache miss, read from PostgreSQL and stored.
+
+Before printing, the script reads both instances' /metrics and refuses to report unless the
+uncached scenario really missed the cache (misses >= 95% of its requests) and the cached ones
+really hit it.
+
+BENCH_VARIANTS runs the whole measurement once per variant, each on a freshly started stack:
+``local`` is the shipped configuration, ``redis-only`` sets LOCAL_CACHE_SECONDS=0 (every
+cached read goes to Redis: the configuration before the per-process layer).
+
+    .venv/bin/python benchmarks/targets.py
+    BENCH_VARIANTS="redis-only local" BENCH_ROUNDS=5 .venv/bin/python benchmarks/targets.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cache_vs_db  # noqa: E402
+from cache_vs_db import LUA_RANDOM_LIST, LUA_RANDOM_PRODUCT, ROOT, ensure_wrk, run_wrk  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+SECONDS = int(os.environ.get("BENCH_SECONDS", 5))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", 64))
+HOT_SET = int(os.environ.get("BENCH_HOT_SET", 1000))
+PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", 100_000))
+VARIANTS = os.environ.get("BENCH_VARIANTS", "local").split()
+PORT = os.environ.get("BENCH_STACK_PORT", "18580")
+APP_PORTS = os.environ.get("BENCH_STACK_APP_PORTS", "18501 18502")
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_targets"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+VARIANT_ENV = {"local": {}, "redis-only": {"LOCAL_CACHE_SECONDS": "0"}}
+
+# Each wrk thread walks its own stride of ids upwards from START: no id is asked for twice.
+LUA_FRESH_PRODUCTS = """
+local threads = 0
+function setup(thread)
+  thread:set("offset", threads)
+  threads = threads + 1
+end
+local n = 0
+function request()
+  local id = %d + offset + n * %d
+  n = n + 1
+  return wrk.format("GET", "/api/products/" .. id .. "/")
+end
+"""
+LIST_PAGES = [
+    (page, sort) for page in range(1, 21) for sort in ("price", "-price", "name", "-created_at", "-rating")
+]
+
+
+def stack(command: str, env: dict[str, str]) -> None:
+    subprocess.run(["bash", str(ROOT / "scripts" / "stack.sh"), command], check=True, env=env, cwd=ROOT)
+
+
+def cache_counts(entity: str) -> dict[str, float]:
+    """Cache look-ups of ``entity`` counted by both instances, by result."""
+    counts: dict[str, float] = {}
+    for port in APP_PORTS.split():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        for line in text.splitlines():
+            if line.startswith("ecommerce_cache_requests_total{") and f'entity="{entity}"' in line:
+                result = line.split('result="', 1)[1].split('"', 1)[0]
+                counts[result] = counts.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
+    stack_dir = tempfile.mkdtemp(prefix="bench-targets-")
+    env = {
+        **os.environ,
+        "STACK_PORT": PORT,
+        "STACK_APP_PORTS": APP_PORTS,
+        "STACK_WORKER_METRICS_PORT": "18591",
+        "STACK_PROMETHEUS_PORT": "18590",
+        "STACK_DIR": stack_dir,
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "STACK_SEED_PRODUCTS": str(PRODUCTS),
+        "RATELIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        **VARIANT_ENV[variant],
+    }
+    subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
+    stack("up", env)
+    base = f"http://127.0.0.1:{PORT}"
+    samples: dict[str, list[dict[str, float]]] = {}
+    try:
+        for product_id in range(1, HOT_SET + 1):
+            urllib.request.urlopen(f"{base}/api/products/{product_id}/").read()
+        for page, sort in LIST_PAGES:
+            urllib.request.urlopen(f"{base}/api/products/?page={page}&sort={sort}").read()
+        fresh_per_round = (PRODUCTS - HOT_SET) // ROUNDS
+        scenarios = [
+            ("GET /healthz", lambda _round: (f"{base}/healthz", None)),
+            ("product detail, cached", lambda _round: (f"{base}/", LUA_RANDOM_PRODUCT % HOT_SET)),
+            ("product list page, cached", lambda _round: (f"{base}/", LUA_RANDOM_LIST)),
+            (
+                "product detail, uncached",
+                lambda r: (f"{base}/", LUA_FRESH_PRODUCTS % (HOT_SET + 1 + r * fresh_per_round, 2)),
+            ),
+        ]
+        cache_vs_db.CONNECTIONS, cache_vs_db.SECONDS = CONNECTIONS, SECONDS
+        misses_before = cache_counts("product").get("miss", 0.0)
+        uncached_requests = 0.0
+        for round_number in range(ROUNDS):
+            for name, target in scenarios:
+                url, script = target(round_number)
+                result = run_wrk(wrk, url, script)
+                samples.setdefault(name, []).append(result)
+                if name == "product detail, uncached":
+                    uncached_requests += result["rps"] * SECONDS
+            print(f"{variant}: round {round_number + 1}/{ROUNDS} done", file=sys.stderr)
+        misses = cache_counts("product").get("miss", 0.0) - misses_before
+        if uncached_requests and misses < 0.95 * uncached_requests:
+            raise SystemExit(f"uncached scenario: {misses:.0f} misses for ~{uncached_requests:.0f} requests")
+        hits = cache_counts("product_list").get("hit", 0.0)
+        if hits == 0:
+            raise SystemExit("the cached list scenario never hit the cache")
+        print(
+            f"{variant}: {misses:.0f} misses for ~{uncached_requests:.0f} uncached requests", file=sys.stderr
+        )
+    finally:
+        stack("down", env)
+    return samples
+
+
+def main() -> None:
+    wrk = ensure_wrk()
+    results = {variant: measure(variant, wrk) for variant in VARIANTS}
+    report = {}
+    print(
+        f"\nthrough nginx (least_conn, 2 gunicorn instances), wrk -t2 -c{CONNECTIONS}, "
+        f"{ROUNDS} rounds x {SECONDS}s, medians"
+    )
+    for variant, samples in results.items():
+
+        def median(name: str, key: str, samples=samples) -> float:
+            return statistics.median(sample[key] for sample in samples[name])
+
+        floor = median("GET /healthz", "rps")
+        print(f"\nvariant: {variant}")
+        print(f"{'scenario':28} {'req/s':>8} {'x healthz':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        for name in samples:
+            rps = median(name, "rps")
+            row = {
+                "rps": round(rps),
+                "ratio": round(rps / floor, 2),
+                "p50_ms": median(name, "p50"),
+                "p99_ms": median(name, "p99"),
+                "non_2xx": median(name, "errors"),
+            }
+            report.setdefault(variant, {})[name] = row
+            print(
+                f"{name:28} {rps:8.0f} {row['ratio']:10.2f} {row['p50_ms']:8.2f} "
+                f"{row['p99_ms']:8.2f} {row['non_2xx']:8.0f}"
+            )
+    out = ROOT / "run" / "bench-targets.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
