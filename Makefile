@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down patroni-up patroni-down patroni-status system-packages load
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down patroni-up patroni-down patroni-status system-packages load load-saturate bench-targets
 
 help:
 	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
@@ -24,6 +24,8 @@ help:
 	@echo "make patroni-down stop them (make patroni-status: members, roles, lag)"
 	@echo "make test         install test requirements and run the test suite"
 	@echo "make load         JMeter plans against the stack (starts it if needed); report in docs/load/"
+	@echo "make load-saturate  catalog and orders with no think time, 1 -> 64 threads: the knee (docs/load/saturation/)"
+	@echo "make bench-targets  the read targets through nginx, as ratios to /healthz (benchmarks/targets.py)"
 	@echo "make lint         ruff check"
 	@echo "make migrate      apply database migrations"
 	@echo "make seed         seed the demo catalog (SEED_PRODUCTS=$(SEED_PRODUCTS))"
@@ -86,6 +88,15 @@ patroni-status:
 # JMeter plans (jmeter/*.jmx) against the stack, or LOAD_HOST/LOAD_PORT; report into docs/load/.
 load: install-dev
 	scripts/load.sh
+
+# No think time and threads ramped from 1 to 64 over 60 s, then held: where throughput stops
+# growing with concurrency and latency starts to climb.
+load-saturate: install-dev
+	LOAD_PLANS="$${LOAD_PLANS:-catalog orders}" LOAD_THREADS=$${LOAD_THREADS:-64} LOAD_RAMPUP=$${LOAD_RAMPUP:-60} \
+	  LOAD_DURATION=$${LOAD_DURATION:-90} LOAD_THINK_MS=0 LOAD_OUT=$${LOAD_OUT:-docs/load/saturation} scripts/load.sh
+
+bench-targets: install-dev
+	$(BIN)/python benchmarks/targets.py
 
 # The Debian packages the tests use (nginx, prometheus, etcd-server, ...), installed if missing.
 system-packages:

@@ -93,15 +93,23 @@ def prepare_database(env: dict[str, str], database_url: str | None = None, *seed
 
 
 def start_instance(
-    name: str, port: int, env: dict[str, str], *, log_path: Path | None = None, workers: str | None = None
+    name: str,
+    port: int,
+    env: dict[str, str],
+    *,
+    log_path: Path | None = None,
+    workers: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen:
-    """gunicorn on 127.0.0.1:<port> in a process group of its own, once /readyz answers 200."""
+    """gunicorn on 127.0.0.1:<port> in a process group of its own, once /readyz answers 200.
+
+    ``cwd`` is the source tree it serves (default: this checkout)."""
     log_path = log_path or Path(tempfile.gettempdir()) / f"bench-{name}.log"
     log = open(log_path, "w")  # noqa: SIM115
     process = subprocess.Popen(
         [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
         env={**env, "PORT": str(port), "WEB_CONCURRENCY": workers or WORKERS, "INSTANCE_NAME": name},
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         stdout=log,
         stderr=log,
         start_new_session=True,

@@ -9,21 +9,33 @@ three queries per request).
     .venv/bin/python benchmarks/order_history.py
     BENCH_ROUNDS=5 BENCH_ORDERS=10000 .venv/bin/python benchmarks/order_history.py
 
+Before/after a change in one run: BENCH_BASELINE=<git ref> starts a second instance whose source
+is this checkout with BENCH_BASELINE_PATHS (default ecommerce/orders) as they are at that ref,
+and the rounds alternate over both instances and both customers (docs/orders_bottleneck.md):
+
+    BENCH_BASELINE=HEAD BENCH_ROUNDS=5 .venv/bin/python benchmarks/order_history.py
+
 Uses its own database (BENCH_DATABASE_URL, default ecommerce_bench_orders) and Redis db 5.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cache_vs_db import (  # noqa: E402
+    ROOT,
     ensure_wrk,
     flask,
     free_port,
@@ -40,6 +52,8 @@ BIG = int(os.environ.get("BENCH_ORDERS", 10_000))
 SMALL = 10
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 OTHERS = 90_000  # orders of other customers, so the table is not just these two
+BASELINE = os.environ.get("BENCH_BASELINE", "")
+BASELINE_PATHS = os.environ.get("BENCH_BASELINE_PATHS", "ecommerce/orders").split()
 
 
 def prepare(env: dict[str, str]) -> None:
@@ -91,6 +105,42 @@ def prepare(env: dict[str, str]) -> None:
     connection.close()
 
 
+def baseline_tree(ref: str, paths: list[str]) -> Path:
+    """A copy of the app's source from this checkout, with ``paths`` as they are at ``ref``."""
+    tree = Path(tempfile.mkdtemp(prefix="orders-baseline-"))
+    shutil.copytree(ROOT / "ecommerce", tree / "ecommerce", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("wsgi.py", "gunicorn.conf.py"):
+        shutil.copy2(ROOT / name, tree / name)
+    for path in paths:
+        target = tree / path
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, *paths], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def same_responses(variants: dict, scripts: dict, customers: dict) -> None:
+    """Before and after must answer byte for byte the same (body and X-Pagination)."""
+    for name in customers:
+        answers = set()
+        for variant, (port, _) in variants.items():
+            bearer = scripts[(variant, name)].split('"Bearer ')[1].split('"')[0]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/orders/?page_size={SMALL}",
+                headers={"Authorization": f"Bearer {bearer}"},
+            )
+            with urllib.request.urlopen(request) as response:
+                answers.add((response.read(), response.headers["X-Pagination"]))
+        if len(answers) != 1:
+            raise SystemExit(f"before and after answer differently for {name}")
+
+
 def token(port: int, username: str) -> str:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/auth/login/",
@@ -111,37 +161,59 @@ def main() -> None:
         "RATELIMIT_ENABLED": "false",
     }
     prepare(env)
-    port = free_port()
-    server = start_instance("orders", port, env)
+    variants = {"current": (free_port(), None)}
+    if BASELINE:
+        variants = {
+            f"{BASELINE} (before)": (free_port(), baseline_tree(BASELINE, BASELINE_PATHS)),
+            **variants,
+        }
+    servers = []
+    customers = {f"{SMALL} orders": "customer1", f"{BIG} orders": "customer2"}
+    samples: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
-        customers = {f"{SMALL} orders": "customer1", f"{BIG} orders": "customer2"}
+        for index, (port, tree) in enumerate(variants.values()):
+            servers.append(start_instance(f"orders-{index}", port, env, cwd=tree))
         scripts = {
-            name: f'wrk.headers["Authorization"] = "Bearer {token(port, username)}"\n'
+            (variant, name): f'wrk.headers["Authorization"] = "Bearer {token(port, username)}"\n'
+            for variant, (port, _) in variants.items()
             for name, username in customers.items()
         }
-        samples: dict[str, list[dict[str, float]]] = {name: [] for name in customers}
+        if BASELINE:
+            same_responses(variants, scripts, customers)
         for round_number in range(1, ROUNDS + 1):
-            for name, script in scripts.items():
-                samples[name].append(
+            for (variant, name), script in scripts.items():
+                port = variants[variant][0]
+                samples.setdefault((variant, name), []).append(
                     run_wrk(wrk, f"http://127.0.0.1:{port}/api/orders/?page_size={SMALL}", script)
                 )
             print(f"round {round_number}/{ROUNDS} done", file=sys.stderr)
     finally:
-        stop(server)
+        for server in servers:
+            stop(server)
+        for _, tree in variants.values():
+            if tree is not None:
+                shutil.rmtree(tree, ignore_errors=True)
 
     print(
         f"\nGET /api/orders/?page_size={SMALL}, {SMALL + BIG + OTHERS} orders in all, "
         f"medians of {ROUNDS} rounds\n"
     )
-    print(f"{'customer':16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'variant':16} {'customer':16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     medians = {}
-    for name in customers:
-        medians[name] = {key: statistics.median(s[key] for s in samples[name]) for key in samples[name][0]}
-        m = medians[name]
-        print(f"{name:16} {m['rps']:8.0f} {m['p50']:8.2f} {m['p99']:8.2f} {m['errors']:8.0f}")
+    for key, runs in samples.items():
+        medians[key] = {field: statistics.median(run[field] for run in runs) for field in runs[0]}
+        m = medians[key]
+        print(f"{key[0]:16} {key[1]:16} {m['rps']:8.0f} {m['p50']:8.2f} {m['p99']:8.2f} {m['errors']:8.0f}")
     small_name, big_name = list(customers)
-    ratio = medians[big_name]["rps"] / medians[small_name]["rps"]
-    print(f"throughput, {BIG} orders / {SMALL} orders = {ratio:.2f}x")
+    for variant in variants:
+        ratio = medians[(variant, big_name)]["rps"] / medians[(variant, small_name)]["rps"]
+        print(f"{variant}: throughput, {BIG} orders / {SMALL} orders = {ratio:.2f}x")
+    if BASELINE:
+        before, after = variants
+        for name in customers:
+            rps = medians[(after, name)]["rps"] / medians[(before, name)]["rps"]
+            p50 = medians[(after, name)]["p50"] / medians[(before, name)]["p50"]
+            print(f"{name}: after / before throughput = {rps:.2f}x, p50 = {p50:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""SQL statements per request for the order history and one order: constant, never N+1.
+
+Every statement the app's engine sends is counted with SQLAlchemy's ``before_cursor_execute``
+event (observation only), for one GET of a page of orders and one GET of an order, on
+committed data: a customer with 2 orders and one with 20 (two lines each, payments and status
+events on each), an order with one line, payment and event and one with many. The counts must
+be the same for both, and are the numbers docs/orders_bottleneck.md quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+
+from ecommerce.extensions import db
+from ecommerce.orders.models import Order, OrderEvent, OrderItem, OrderStatus
+from ecommerce.payments.models import Payment, PaymentMethod, PaymentStatus
+from tests.conftest import bearer, login
+from tests.factories import ProductFactory, UserFactory
+
+# One GET /api/orders/: the login check (user joined to its auth session, which also reads the
+# total kept on the user row) and the page of orders with their lines (one joined statement).
+LIST_QUERIES = 2
+# One GET /api/orders/<id>/: the login check, the order, its lines, payments and events.
+DETAIL_QUERIES = 5
+
+
+@contextmanager
+def statements(app: Flask) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _orders(user_id: int, products: list, count: int, lines: int, payments: int, events: int) -> list[int]:
+    """``count`` committed orders of the user, each with ``lines`` lines, ``payments`` payments
+    (the last one succeeded, the others failed) and ``events`` status events."""
+    ids = []
+    for number in range(count):
+        order = Order(
+            user_id=user_id,
+            order_status=OrderStatus.PAID,
+            total_amount=Decimal("10.00") * lines,
+            shipping_address="1 Main Street",
+            items=[
+                OrderItem(
+                    product_id=products[line % len(products)].id,
+                    product_name=f"Line {line}",
+                    quantity=line + 1,
+                    price=Decimal("10.00"),
+                )
+                for line in range(lines)
+            ],
+        )
+        db.session.add(order)
+        db.session.flush()
+        for attempt in range(payments):
+            db.session.add(
+                Payment(
+                    order_id=order.id,
+                    payment_method=PaymentMethod.CARD,
+                    amount=order.total_amount,
+                    status=PaymentStatus.SUCCEEDED if attempt == payments - 1 else PaymentStatus.FAILED,
+                    idempotency_key=f"qc-{user_id}-{number}-{attempt}",
+                )
+            )
+        for step in range(events):
+            db.session.add(
+                OrderEvent(order_id=order.id, to_status=OrderStatus.PAID, actor_id=user_id, note=f"e{step}")
+            )
+        ids.append(order.id)
+    db.session.commit()
+    return ids
+
+
+@pytest.fixture
+def customers(app: Flask, committed: None) -> dict[str, dict]:
+    """Two customers: ``few`` with 2 small orders, ``many`` with 20 larger ones."""
+    with app.app_context():
+        products = [ProductFactory(stock_quantity=100) for _ in range(3)]
+        few, many = UserFactory(orders_count=2), UserFactory(orders_count=20)
+        found = {
+            "few": {"user": few.username, "orders": _orders(few.id, products, 2, 1, 1, 1)},
+            "many": {"user": many.username, "orders": _orders(many.id, products, 20, 2, 2, 3)},
+        }
+        db.session.remove()
+    client = app.test_client()
+    for customer in found.values():
+        customer["headers"] = bearer(login(client, customer["user"])["access_token"])
+    return found
+
+
+def _count(app: Flask, path: str, headers: dict[str, str]) -> tuple[list | dict, list[str]]:
+    client = app.test_client()
+    with statements(app) as sent:
+        response = client.get(path, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json(), sent
+
+
+def test_order_history_page_is_a_constant_number_of_queries(app: Flask, customers: dict) -> None:
+    few, few_sent = _count(app, "/api/orders/?page_size=20", customers["few"]["headers"])
+    many, many_sent = _count(app, "/api/orders/?page_size=20", customers["many"]["headers"])
+
+    assert (len(few), len(many)) == (2, 20)
+    assert all(len(order["items"]) == 2 for order in many)
+    assert len(few_sent) == len(many_sent) == LIST_QUERIES, many_sent
+
+
+def test_one_order_is_a_constant_number_of_queries(app: Flask, customers: dict) -> None:
+    small, small_sent = _count(
+        app, f"/api/orders/{customers['few']['orders'][0]}/", customers["few"]["headers"]
+    )
+    large, large_sent = _count(
+        app, f"/api/orders/{customers['many']['orders'][0]}/", customers["many"]["headers"]
+    )
+
+    assert (len(small["items"]), len(small["payments"]), len(small["events"])) == (1, 1, 1)
+    assert (len(large["items"]), len(large["payments"]), len(large["events"])) == (2, 2, 3)
+    assert len(small_sent) == len(large_sent) == DETAIL_QUERIES, large_sent
