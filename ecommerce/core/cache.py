@@ -184,6 +184,9 @@ def get_or_compute(
         _counter(entity, "hit").inc()
         return hit
     _counter(entity, "miss").inc()
+    backend = cache.cache
+    if getattr(backend, "_write_client", None) is not None and time.monotonic() >= _breaker_open_until:
+        return _compute_on_redis(backend, key, compute, timeout, guard_writes)
 
     lock_key = key + ":lock"
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -213,6 +216,71 @@ def get_or_compute(
         return value
     finally:
         _cache_call(lambda: cache.delete(lock_key))
+
+
+def _compute_on_redis(
+    backend: Any, key: str, compute: Callable[[], T], timeout: int, guard_writes: bool
+) -> T:
+    """The miss path of ``get_or_compute`` on Redis, in two round trips instead of six.
+
+    1. One pipeline takes the lock (SET NX EX), looks at the value again (a caller that missed
+       just before the previous holder stored it) and reads the key's generation.
+    2. After ``compute``, one pipeline stores the value (only if the generation is unchanged,
+       when ``guard_writes``) and releases the lock.
+    A caller that finds the lock taken waits for the holder's value, polling, and computes it
+    itself after LOCK_WAIT_SECONDS. Any Redis failure opens the breaker; the value is computed.
+    """
+    global _breaker_open_until
+    client, prefix = backend._write_client, backend._get_prefix()
+    full_key, full_lock = prefix + key, prefix + key + ":lock"
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    try:
+        while True:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(full_lock, uuid.uuid4().hex, nx=True, ex=LOCK_TTL_SECONDS)
+            pipe.get(full_key)
+            if guard_writes:
+                pipe.get(prefix + generation_key(key))
+            locked, raw, *generation = pipe.execute()
+            if raw is not None:
+                if locked:
+                    client.delete(full_lock)
+                return backend.serializer.loads(raw)
+            if locked:
+                break
+            if time.monotonic() >= deadline:
+                return compute()
+            time.sleep(LOCK_POLL_SECONDS)
+    except _CACHE_ERRORS as exc:
+        _breaker_open_until = time.monotonic() + BREAKER_OPEN_SECONDS
+        log.warning("cache unavailable, serving from the database: %s", exc)
+        return compute()
+    stored = False
+    try:
+        value = compute()
+        dump = backend.serializer.dumps(value)
+        expiry = max(backend._normalize_timeout(timeout), 0)
+        pipe = client.pipeline(transaction=False)
+        if guard_writes:
+            seen = generation[0]
+            pipe.eval(
+                _STORE_IF_GENERATION,
+                2,
+                full_key,
+                prefix + generation_key(key),
+                dump,
+                expiry,
+                "" if seen is None else seen.decode(),
+            )
+        else:
+            pipe.set(full_key, dump, ex=expiry or None)
+        pipe.delete(full_lock)
+        _cache_call(pipe.execute)
+        stored = True
+        return value
+    finally:
+        if not stored:
+            _cache_call(lambda: client.delete(full_lock), always=True)
 
 
 def product_key(product_id: int) -> str:
