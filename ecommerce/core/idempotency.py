@@ -38,7 +38,7 @@ from typing import Any
 from flask import Response, g, request
 from flask_jwt_extended import current_user
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ecommerce.core.models import UTCDateTime, dialect_insert, utcnow
@@ -237,8 +237,10 @@ def _release(current: Claim) -> None:
             )
         )
         db.session.commit()
-    except DBAPIError as error:
-        log.warning("could not release Idempotency-Key claim %s: %s", current.id, error.orig)
+    except SQLAlchemyError as error:  # best effort: the request's own error is what it answers
+        log.warning(
+            "could not release Idempotency-Key claim %s: %s", current.id, getattr(error, "orig", error)
+        )
 
 
 def idempotent(scope: str) -> Callable:

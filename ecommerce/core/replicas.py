@@ -30,7 +30,7 @@ from flask import Flask, current_app, g, has_app_context, has_request_context, r
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from redis.exceptions import RedisError
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -243,12 +243,15 @@ def _after_commit(session: Session) -> None:
     tables = session.info.pop(_WROTE, None)
     if not tables or replica_engine() is None:
         return
-    if tables & CATALOG_TABLES:
-        _stamp({CATALOG_SCOPE})
-    if has_request_context():
-        user_id = _request_user_id()
-        if user_id is not None:
-            g.setdefault(_USER_SCOPES, set()).add(user_scope(user_id))
+    try:
+        if tables & CATALOG_TABLES:
+            _stamp({CATALOG_SCOPE})
+        if has_request_context():
+            user_id = _request_user_id()
+            if user_id is not None:
+                g.setdefault(_USER_SCOPES, set()).add(user_scope(user_id))
+    except Exception:  # the transaction is committed: the caller must not see it fail
+        log.exception("could not record the read-your-writes tokens of a commit")
 
 
 @event.listens_for(Session, "after_rollback")
@@ -257,9 +260,16 @@ def _after_rollback(session: Session) -> None:
 
 
 def _request_user_id() -> int | None:
+    """The id of the request's user, without touching the database: this runs in
+    ``after_commit``, where the session can emit no SQL. After a rollback in the request (an
+    Idempotency-Key that stores a 409, or releases its claim) the user object is expired, and
+    reading ``user.id`` would load it: an InvalidRequestError, and a 500 for a committed write.
+    Its identity key (the primary key) survives expiry."""
     loaded = g.get("_jwt_extended_jwt_user")
     user = loaded.get("loaded_user") if isinstance(loaded, dict) else None
-    return getattr(user, "id", None)
+    state = inspect(user, raiseerr=False) if user is not None else None
+    identity = state.identity if state is not None else None
+    return identity[0] if identity else None
 
 
 def stamp_request_writes() -> None:

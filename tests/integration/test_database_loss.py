@@ -4,14 +4,17 @@ failover or a crashed server would end it."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import closing
 
 import psycopg2
 from prometheus_client import REGISTRY
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from ecommerce.extensions import db
-from tests.factories import CategoryFactory, ProductFactory
+from tests.conftest import bearer, login
+from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 
 def _terminate(app, pid: int) -> None:
@@ -112,3 +115,68 @@ def test_a_request_that_sent_a_commit_is_not_run_again_but_answered_503(make_ins
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.headers["Retry-After"].isdigit()
     assert attempts == ["after"] and _retries() == before
+
+
+# -- with a replica configured: the commits of an Idempotency-Key after a rollback ---------------
+
+
+def _shop_with_replica(make_instance):
+    """An app whose DATABASE_REPLICA_URL is the test database itself: every commit that wrote
+    runs the read-your-writes hook (ecommerce/core/replicas.py), as on a Patroni cluster."""
+    url = make_instance().config["SQLALCHEMY_DATABASE_URI"]
+    app = make_instance(SQLALCHEMY_REPLICA_URI=url)
+    with app.app_context():
+        username = UserFactory().username
+        product_id = ProductFactory(category_id=CategoryFactory().id, stock_quantity=5).id
+    client = app.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    return app, client, headers, product_id
+
+
+def _no_errors_logged(caplog) -> None:
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def test_a_checkout_that_loses_its_connection_after_its_claim_is_503_and_frees_the_key(make_instance, caplog):
+    """The connection dies inside the checkout, after the Idempotency-Key claim was committed;
+    the claim is released on a new connection (the server is still there). That release
+    commits after a rollback, which expired the request's user: the read-your-writes hook
+    must not load it (no SQL can run in after_commit), or the 503 becomes a 500."""
+    app, client, headers, product_id = _shop_with_replica(make_instance)
+    added = client.post("/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=headers)
+    assert added.status_code == 201, added.get_json()
+    with app.app_context():
+        engine = db.engine
+    killed: list[int] = []
+
+    def lose_the_connection_in_the_checkout(connection, _cursor, statement, *_args) -> None:
+        if not killed and statement.lstrip().startswith("DELETE FROM cart_items"):
+            killed.append(connection.connection.dbapi_connection.info.backend_pid)
+            _terminate(app, killed[0])
+
+    event.listen(engine, "before_cursor_execute", lose_the_connection_in_the_checkout)
+    try:
+        response = client.post("/api/orders/", json={}, headers={**headers, "Idempotency-Key": "lost-1"})
+    finally:
+        event.remove(engine, "before_cursor_execute", lose_the_connection_in_the_checkout)
+    assert killed
+    assert response.status_code == 503, response.get_json()  # its claim was committed: not re-run
+    assert response.headers["Retry-After"].isdigit()
+    _no_errors_logged(caplog)
+
+    retried = client.post("/api/orders/", json={}, headers={**headers, "Idempotency-Key": "lost-1"})
+    assert retried.status_code == 201, retried.get_json()  # the claim was released
+    assert "Idempotent-Replayed" not in retried.headers
+
+
+def test_an_idempotent_checkout_refused_with_a_409_is_stored_with_a_replica(make_instance, caplog):
+    """An empty cart: the checkout rolls back, then stores its 409 under the key and commits."""
+    _app, client, headers, _product_id = _shop_with_replica(make_instance)
+    key_headers = {**headers, "Idempotency-Key": "empty-1"}
+    response = client.post("/api/orders/", json={}, headers=key_headers)
+    assert response.status_code == 409, response.get_json()
+    _no_errors_logged(caplog)
+    replayed = client.post("/api/orders/", json={}, headers=key_headers)
+    assert replayed.status_code == 409
+    assert replayed.headers["Idempotent-Replayed"] == "true"

@@ -240,7 +240,10 @@ def _run_through(cluster: Cluster, shop, disruption, name: str, capsys) -> dict:
     write_figures(name, figures)
 
     # Every checkout got its answer, and the answers are the truth.
-    assert record.crashed_threads == [], (record.crashed_threads, _server_errors(server, record.crashed_threads))
+    assert record.crashed_threads == [], (
+        record.crashed_threads,
+        _server_errors(server, record.crashed_threads),
+    )
     assert record.bad_refusals == [], record.bad_refusals[:3]
     assert record.unresolved == [], f"checkouts never answered: {record.unresolved}"
     assert record.read_failures == [], [(round(o.at - struck, 2), o.status) for o in record.read_failures]
