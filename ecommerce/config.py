@@ -99,6 +99,8 @@ class Config:
     DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
     DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
     DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15000)
+    # GET/HEAD requests run their statements in autocommit (no BEGIN/ROLLBACK round trips).
+    READS_IN_AUTOCOMMIT = env_bool("READS_IN_AUTOCOMMIT", True)
     # Reads that may be slightly stale (catalog on a cache miss, review lists, an admin's view
     # of other users' orders) go here: a standby, e.g. a multi-host URL with
     # target_session_attrs=prefer-standby. Unset: every read goes to DATABASE_URL.

@@ -79,14 +79,40 @@ def int_to_lsn(position: int) -> str:
 
 class RoutingSession(flask_sqlalchemy.session.Session):
     """``db.session``: the primary unless this session was routed to the replica; a flush (a
-    write) always goes to the primary."""
+    write) always goes to the primary. A GET or HEAD request's statements run in autocommit."""
 
     def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
         if bind is None and not self._flushing and self.info.get(_ROUTE) == "replica":
             engine = self._db.engines.get(REPLICA_BIND)
             if engine is not None:
-                return engine
-        return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+                return _for_request(engine)
+        return _for_request(super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs))
+
+
+_AUTOCOMMIT_ENGINES: dict[Engine, Engine] = {}
+
+
+def _for_request(engine: Engine) -> Engine:
+    """The engine a statement of this request runs on.
+
+    A GET or HEAD request runs its statements in autocommit: under READ COMMITTED each
+    statement takes its own snapshot anyway, so a read-only request gains nothing from a
+    transaction, and ending one costs two round trips (psycopg2's BEGIN before the first
+    statement, the ROLLBACK when the session closes) on top of the statements themselves. The
+    few GETs that write (a cart or wishlist made on first use) write one row, which commits on
+    its own. Same pool: psycopg2 switches autocommit on the client, with no round trip.
+    """
+    if (
+        not has_request_context()
+        or request.method not in ("GET", "HEAD")
+        or engine.dialect.name != "postgresql"
+        or not current_app.config["READS_IN_AUTOCOMMIT"]
+    ):
+        return engine
+    autocommit = _AUTOCOMMIT_ENGINES.get(engine)
+    if autocommit is None:
+        autocommit = _AUTOCOMMIT_ENGINES[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return autocommit
 
 
 # -- configuration ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,9 @@ from ecommerce.core.local_cache import CLIENT_NAME, RECONNECT_INTERVAL, LocalCac
 from tests.conftest import bearer, login
 from tests.factories import AdminFactory, ProductFactory
 
-PREFIX = "local-cache-test:"
+# Tracking is server-wide (not per database): a prefix of this run's own keeps another suite's
+# writes on the same Redis from invalidating these keys.
+PREFIX = f"local-cache-test-{uuid.uuid4().hex[:8]}:"
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+"""GET and HEAD requests run their statements in autocommit (no BEGIN, no ROLLBACK round trips);
+every other method runs in a transaction (ecommerce/core/replicas.py, ``_for_request``)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event
+
+from ecommerce.extensions import db
+from tests.conftest import bearer, login
+from tests.factories import ProductFactory, UserFactory
+
+
+@pytest.fixture
+def autocommit_seen(app):
+    """For each statement the app sends: was its psycopg2 connection in autocommit?"""
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn, _cursor, statement, *_args) -> None:
+        seen.append((statement.split()[0].upper(), conn.connection.dbapi_connection.autocommit))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.usefixtures("committed")
+def test_reads_run_in_autocommit_and_writes_in_a_transaction(app, autocommit_seen):
+    with app.app_context():
+        username = UserFactory().username
+        product_id = ProductFactory(stock_quantity=5).id
+    client = app.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    autocommit_seen.clear()
+
+    assert client.get("/api/orders/", headers=headers).status_code == 200
+    assert client.get("/api/cart/", headers=headers).status_code == 200  # made on first use
+    reads = list(autocommit_seen)
+    assert reads and all(autocommit for _verb, autocommit in reads), reads
+    assert any(verb == "INSERT" for verb, _ in reads), "the first GET of the cart made it"
+
+    autocommit_seen.clear()
+    added = client.post("/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=headers)
+    assert added.status_code in (200, 201), added.get_json()
+    assert client.post("/api/orders/", json={}, headers=headers).status_code == 201
+    writes = list(autocommit_seen)
+    assert writes and not any(autocommit for _verb, autocommit in writes), writes
+    # The cart the GET made is the one the order came from.
+    assert client.get("/api/cart/", headers=headers).get_json()["items"] == []
+
+
+@pytest.mark.usefixtures("committed")
+def test_reads_in_autocommit_can_be_turned_off(build_app):
+    instance = build_app(READS_IN_AUTOCOMMIT=False)
+    with instance.app_context():
+        engine = db.engine
+        username = UserFactory().username
+    seen: list[bool] = []
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda conn, *_: seen.append(conn.connection.dbapi_connection.autocommit),
+    )
+    client = instance.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    seen.clear()
+    assert client.get("/api/orders/", headers=headers).status_code == 200
+    assert seen and not any(seen), seen
