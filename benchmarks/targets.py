@@ -17,10 +17,14 @@ really hit it.
 
 BENCH_VARIANTS runs the whole measurement once per variant, each on a freshly started stack:
 ``local`` is the shipped configuration, ``redis-only`` sets LOCAL_CACHE_SECONDS=0 (every
-cached read goes to Redis: the configuration before the per-process layer).
+cached read goes to Redis: the configuration before the per-process layer), and ``before``
+runs the stack from another checkout (BENCH_BEFORE_TREE, e.g. a ``git worktree`` of an
+earlier commit with a ``.venv`` link to this one's), for before/after figures in one run.
 
     .venv/bin/python benchmarks/targets.py
     BENCH_VARIANTS="redis-only local" BENCH_ROUNDS=5 .venv/bin/python benchmarks/targets.py
+    git worktree add /tmp/before 992090d && ln -s "$PWD/.venv" /tmp/before/.venv
+    BENCH_BEFORE_TREE=/tmp/before BENCH_VARIANTS="before local" .venv/bin/python benchmarks/targets.py
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_targets"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
-VARIANT_ENV = {"local": {}, "redis-only": {"LOCAL_CACHE_SECONDS": "0"}}
+VARIANT_ENV = {"local": {}, "redis-only": {"LOCAL_CACHE_SECONDS": "0"}, "before": {}}
 
 # Each wrk thread walks its own stride of ids upwards from START: no id is asked for twice.
 LUA_FRESH_PRODUCTS = """
@@ -72,8 +76,8 @@ LIST_PAGES = [
 ]
 
 
-def stack(command: str, env: dict[str, str]) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "stack.sh"), command], check=True, env=env, cwd=ROOT)
+def stack(command: str, env: dict[str, str], root: Path = ROOT) -> None:
+    subprocess.run(["bash", str(root / "scripts" / "stack.sh"), command], check=True, env=env, cwd=root)
 
 
 def cache_counts(entity: str) -> dict[str, float]:
@@ -104,8 +108,9 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
         "LOG_LEVEL": "WARNING",
         **VARIANT_ENV[variant],
     }
+    root = Path(os.environ["BENCH_BEFORE_TREE"]) if variant == "before" else ROOT
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
-    stack("up", env)
+    stack("up", env, root)
     base = f"http://127.0.0.1:{PORT}"
     samples: dict[str, list[dict[str, float]]] = {}
     try:
@@ -144,7 +149,7 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
             f"{variant}: {misses:.0f} misses for ~{uncached_requests:.0f} uncached requests", file=sys.stderr
         )
     finally:
-        stack("down", env)
+        stack("down", env, root)
     return samples
 
 

@@ -13,11 +13,11 @@ from werkzeug.routing import IntegerConverter
 
 from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
 from ecommerce.core.cache import init_local_cache
-from ecommerce.core.failover import dispatch_with_retry, init_failover
+from ecommerce.core.failover import dispatch_with_retry, init_failover, ping_idle_connections
 from ecommerce.core.logs import configure_logging
 from ecommerce.core.metrics import instrument_pool
 from ecommerce.core.payment_gateway import init_gateway
-from ecommerce.core.replicas import REPLICA_BIND, configure_replica, init_replicas
+from ecommerce.core.replicas import REPLICA_BIND, configure_replica, init_replicas, reads_in_autocommit
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
 from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
@@ -85,7 +85,7 @@ def _database_options(app: Flask) -> dict[str, Any]:
         "pool_size": app.config["DB_POOL_SIZE"],
         "max_overflow": app.config["DB_MAX_OVERFLOW"],
         "pool_timeout": app.config["DB_POOL_TIMEOUT"],
-        "pool_pre_ping": True,
+        "pool_pre_ping": False,  # ping_idle_connections: only connections that sat idle
         "pool_recycle": 1800,
         "connect_args": {
             "connect_timeout": 5,
@@ -135,6 +135,11 @@ def register_extensions(app: Flask) -> None:
         instrument_pool(db.engine)
         if REPLICA_BIND in db.engines:
             instrument_pool(db.engines[REPLICA_BIND])
+        if db.engine.dialect.name == "postgresql":
+            for engine in db.engines.values():
+                ping_idle_connections(engine, app.config["DB_PING_IDLE_SECONDS"])
+                if app.config["READS_IN_AUTOCOMMIT"]:
+                    reads_in_autocommit(engine)
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
 

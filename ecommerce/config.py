@@ -33,6 +33,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value is not None else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    return float(value) if value is not None else default
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = env_str(name)
     if value is None:
@@ -99,6 +104,8 @@ class Config:
     DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
     DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
     DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15000)
+    # A pooled connection idle this long is pinged (SELECT 1) before use; busier ones are not.
+    DB_PING_IDLE_SECONDS = env_float("DB_PING_IDLE_SECONDS", 1.0)
     # GET/HEAD requests run their statements in autocommit (no BEGIN/ROLLBACK round trips).
     READS_IN_AUTOCOMMIT = env_bool("READS_IN_AUTOCOMMIT", True)
     # Reads that may be slightly stale (catalog on a cache miss, review lists, an admin's view

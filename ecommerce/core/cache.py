@@ -142,6 +142,12 @@ return 1
 """
 
 
+def lock_key_of(key: str) -> str:
+    """The key of the lock one filler of ``key`` holds. Outside the tracked prefixes (``product:``,
+    ``products:list:``): taking and releasing it is no news to the per-process caches."""
+    return "lock:" + key
+
+
 def generation_key(key: str) -> str:
     return key + ":gen"
 
@@ -188,7 +194,7 @@ def get_or_compute(
     if getattr(backend, "_write_client", None) is not None and time.monotonic() >= _breaker_open_until:
         return _compute_on_redis(backend, key, compute, timeout, guard_writes)
 
-    lock_key = key + ":lock"
+    lock_key = lock_key_of(key)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while not _cache_call(lambda: _acquire_lock(lock_key), default=True):
         # Another request is computing this key: wait for its result rather than pile on the
@@ -232,7 +238,7 @@ def _compute_on_redis(
     """
     global _breaker_open_until
     client, prefix = backend._write_client, backend._get_prefix()
-    full_key, full_lock = prefix + key, prefix + key + ":lock"
+    full_key, full_lock = prefix + key, prefix + lock_key_of(key)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     try:
         while True:

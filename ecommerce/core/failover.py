@@ -5,8 +5,9 @@ While Patroni replaces a primary (a few seconds for a switchover, about ``ttl`` 
 crash) there is no node that accepts writes. Pooled connections to the old primary die with it,
 new ones find no ``read-write`` host, and a connection that survived on a demoted node refuses
 writes (SQLSTATE 25006). All of these are treated as a disconnect: SQLAlchemy drops the pool's
-connections, the next checkout connects afresh (``pool_pre_ping`` catches the rest), and the
-client gets 503 with ``Retry-After`` (ecommerce/errors.py), never a 500.
+connections, the next checkout connects afresh (a connection idle for a second is pinged
+first, ``ping_idle_connections``), and the client gets 503 with ``Retry-After``
+(ecommerce/errors.py), never a 500.
 
 Before that, the request itself is run again for up to ``DB_RETRY_SECONDS`` when that is safe:
 no COMMIT of this request has reached the database, so nothing it did is stored, and running it
@@ -26,7 +27,7 @@ from flask import Flask, current_app, g, has_request_context
 from prometheus_client import Counter
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ FAILOVER_SQLSTATES = frozenset(
 _COMMIT_SENT = "_ecommerce_commit_sent"
 PRIMARY_UNAVAILABLE = "_ecommerce_primary_unavailable"  # g: a read of this request found no primary
 
+IDLE_PINGS = Counter(
+    "ecommerce_db_idle_pings_total",
+    "Pooled connections checked with SELECT 1 after sitting idle",
+    ["outcome"],
+)
 FAILOVER_RETRIES = Counter(
     "ecommerce_db_failover_retries_total", "Requests run again after losing the database before any commit"
 )
@@ -123,3 +129,46 @@ def init_failover(app: Flask) -> None:
     @app.teardown_appcontext
     def _close_session_safely(_error: BaseException | None) -> None:
         discard_session(db)
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection with ``SELECT 1`` before use, but only when it has sat idle
+    for ``idle_seconds`` or more (instead of SQLAlchemy's ``pool_pre_ping`` on every checkout).
+
+    Under load a connection goes back out within milliseconds, and a round trip per request to
+    prove it alive is a tenth of a cached-miss read. A connection that died while busy fails on
+    its first statement instead: SQLAlchemy marks the whole pool stale, and the request is run
+    again (``dispatch_with_retry``) since nothing was committed. An idle one (a restart or a
+    failover overnight) is still checked before it is handed out.
+    """
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _fresh(_dbapi_connection, record) -> None:  # just made, or just back from a request
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+        returned = record.info.get("checked_in_at")
+        if returned is not None and time.monotonic() - returned < idle_seconds:
+            return
+        # In autocommit, as SQLAlchemy's own ping does: a bare SELECT would open a transaction
+        # (psycopg2's implicit BEGIN) and hand the request a connection already inside one.
+        was_autocommit = dbapi_connection.autocommit
+        cursor = None
+        try:
+            dbapi_connection.autocommit = True
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+        except Exception as error:  # any failure: this connection is not to be used
+            IDLE_PINGS.labels("dead").inc()
+            raise DisconnectionError(f"pooled connection failed its ping: {error}") from error
+        else:
+            IDLE_PINGS.labels("alive").inc()
+        finally:
+            try:
+                if cursor is not None:
+                    cursor.close()
+                dbapi_connection.autocommit = was_autocommit
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass

@@ -79,40 +79,43 @@ def int_to_lsn(position: int) -> str:
 
 class RoutingSession(flask_sqlalchemy.session.Session):
     """``db.session``: the primary unless this session was routed to the replica; a flush (a
-    write) always goes to the primary. A GET or HEAD request's statements run in autocommit."""
+    write) always goes to the primary."""
 
     def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
         if bind is None and not self._flushing and self.info.get(_ROUTE) == "replica":
             engine = self._db.engines.get(REPLICA_BIND)
             if engine is not None:
-                return _for_request(engine)
-        return _for_request(super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs))
+                return engine
+        return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
 
 
-_AUTOCOMMIT_ENGINES: dict[Engine, Engine] = {}
+def reads_in_autocommit(engine: Engine) -> None:
+    """A GET or HEAD request's connection runs in autocommit; every other use in transactions.
 
-
-def _for_request(engine: Engine) -> Engine:
-    """The engine a statement of this request runs on.
-
-    A GET or HEAD request runs its statements in autocommit: under READ COMMITTED each
-    statement takes its own snapshot anyway, so a read-only request gains nothing from a
-    transaction, and ending one costs two round trips (psycopg2's BEGIN before the first
-    statement, the ROLLBACK when the session closes) on top of the statements themselves. The
+    Under READ COMMITTED each statement takes its own snapshot anyway, so a read-only request
+    gains nothing from a transaction, and one costs two round trips on top of the statements:
+    psycopg2's BEGIN before the first statement and the ROLLBACK when the session closes. The
     few GETs that write (a cart or wishlist made on first use) write one row, which commits on
-    its own. Same pool: psycopg2 switches autocommit on the client, with no round trip.
+    its own. psycopg2's ``autocommit`` flag is set on the client, with no round trip; SQLAlchemy
+    issues no BEGIN of its own, and its COMMIT/ROLLBACK are no-ops on an autocommit connection.
+    (SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` option is not used: its reset on check-in can
+    raise from a connection that died meanwhile, outside the pool's own error handling.)
     """
-    if (
-        not has_request_context()
-        or request.method not in ("GET", "HEAD")
-        or engine.dialect.name != "postgresql"
-        or not current_app.config["READS_IN_AUTOCOMMIT"]
-    ):
-        return engine
-    autocommit = _AUTOCOMMIT_ENGINES.get(engine)
-    if autocommit is None:
-        autocommit = _AUTOCOMMIT_ENGINES[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return autocommit
+
+    @event.listens_for(engine, "checkout")
+    def _autocommit_for_reads(dbapi_connection, record, _proxy) -> None:
+        if has_request_context() and request.method in ("GET", "HEAD"):
+            dbapi_connection.autocommit = True
+            record.info["autocommit"] = True
+
+    @event.listens_for(engine, "checkin")
+    def _transactions_again(dbapi_connection, record) -> None:
+        if record.info.pop("autocommit", False) and dbapi_connection is not None:
+            try:
+                dbapi_connection.autocommit = False
+            except Exception as error:  # noqa: BLE001 - a connection this broken is not pooled
+                log.warning("dropping a pooled connection that could not leave autocommit: %s", error)
+                record.invalidate(error)
 
 
 # -- configuration ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ failover or a crashed server would end it."""
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import closing
 
 import psycopg2
@@ -180,3 +181,56 @@ def test_an_idempotent_checkout_refused_with_a_409_is_stored_with_a_replica(make
     replayed = client.post("/api/orders/", json={}, headers=key_headers)
     assert replayed.status_code == 409
     assert replayed.headers["Idempotent-Replayed"] == "true"
+
+
+def _pings(outcome: str) -> float:
+    return REGISTRY.get_sample_value("ecommerce_db_idle_pings_total", {"outcome": outcome}) or 0.0
+
+
+def _pooled_backend_pids(app) -> list[int]:
+    """The backends of the connections now idle in the app's pool."""
+    pids = []
+    with app.app_context():
+        pool = db.engine.pool
+        for record in list(pool._pool.queue):  # idle connections, in the order they go out
+            pids.append(record.dbapi_connection.info.backend_pid)
+    return pids
+
+
+def test_a_connection_that_died_while_idle_is_replaced_before_use(make_instance):
+    """Idle longer than DB_PING_IDLE_SECONDS: pinged at checkout, found dead, replaced; the
+    request never sees it (no retry)."""
+    app = make_instance(DB_PING_IDLE_SECONDS=0.2)
+    with app.app_context():
+        category_id = CategoryFactory().id
+    client = app.test_client()
+    assert client.get(f"/api/categories/{category_id}/").status_code == 200
+    pids = _pooled_backend_pids(app)
+    assert pids, "no idle connection in the pool"
+    for pid in pids:
+        _terminate(app, pid)
+    time.sleep(0.3)
+    before, dead = _retries(), _pings("dead")
+    response = client.get(f"/api/categories/{category_id}/")
+    assert response.status_code == 200, response.get_json()
+    assert _retries() == before, "the dead connection reached the request"
+    assert _pings("dead") >= dead + 1, "the idle connection was not pinged"
+
+
+def test_a_busy_connection_is_not_pinged_and_a_dead_one_costs_a_retry(make_instance):
+    """Returned moments ago: no ping. If it died meanwhile, its first statement fails and the
+    request, having committed nothing, is run again on a fresh connection."""
+    app = make_instance(DB_PING_IDLE_SECONDS=60)
+    with app.app_context():
+        category_id = CategoryFactory().id
+    client = app.test_client()
+    assert client.get(f"/api/categories/{category_id}/").status_code == 200
+    pings = _pings("alive") + _pings("dead")
+    assert client.get(f"/api/categories/{category_id}/").status_code == 200
+    assert _pings("alive") + _pings("dead") == pings, "a connection returned moments ago was pinged"
+    for pid in _pooled_backend_pids(app):
+        _terminate(app, pid)
+    before = _retries()
+    response = client.get(f"/api/categories/{category_id}/")
+    assert response.status_code == 200, response.get_json()
+    assert _retries() >= before + 1

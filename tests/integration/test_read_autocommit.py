@@ -68,3 +68,26 @@ def test_reads_in_autocommit_can_be_turned_off(build_app):
     seen.clear()
     assert client.get("/api/orders/", headers=headers).status_code == 200
     assert seen and not any(seen), seen
+
+
+@pytest.mark.usefixtures("committed")
+def test_a_pinged_connection_serves_reads_and_writes_alike(build_app):
+    """Every checkout pinged (DB_PING_IDLE_SECONDS=0): the ping must leave no transaction open,
+    or a read could not switch to autocommit and a write would run inside the ping's."""
+    from prometheus_client import REGISTRY
+
+    instance = build_app(DB_PING_IDLE_SECONDS=0)
+    with instance.app_context():
+        username = UserFactory().username
+        product_id = ProductFactory(stock_quantity=5).id
+    alive = REGISTRY.get_sample_value("ecommerce_db_idle_pings_total", {"outcome": "alive"}) or 0.0
+    client = instance.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    for _ in range(3):
+        assert client.get("/api/cart/", headers=headers).status_code == 200
+        added = client.post(
+            "/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=headers
+        )
+        assert added.status_code in (200, 201), added.get_json()
+    assert client.get("/api/cart/", headers=headers).get_json()["items"][0]["quantity"] == 3
+    assert (REGISTRY.get_sample_value("ecommerce_db_idle_pings_total", {"outcome": "alive"}) or 0.0) > alive
