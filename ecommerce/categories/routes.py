@@ -16,8 +16,8 @@ blp = Blueprint("categories", __name__, url_prefix="/api/categories", descriptio
 class CategoriesView(MethodView):
     @blp.response(200, CategorySchema(many=True))
     def get(self):
-        """List every category (the tree via parent_id)"""
-        return services.list_categories()
+        """List every category (the tree via parent_id; cached, with ETag)"""
+        return services.category_list().to_response()
 
     @blp.auth(role=Role.ADMIN)
     @blp.arguments(CategorySchema)

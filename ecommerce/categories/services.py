@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import exists, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ecommerce.categories.models import Category
-from ecommerce.core.cache import invalidate_product_lists
+from ecommerce.categories.schemas import CategorySchema
+from ecommerce.core.cache import (
+    CachedJSON,
+    get_or_compute,
+    invalidate_product_lists,
+    product_list_key,
+    product_list_version,
+)
 from ecommerce.core.replicas import CATALOG_SCOPE, read_from_replica
 from ecommerce.errors import Conflict, NotFound, ValidationFailed
 from ecommerce.extensions import db
@@ -18,11 +26,30 @@ from ecommerce.products.models import Product
 # Key of the transaction-scoped advisory lock that serialises tree moves on PostgreSQL, so
 # two concurrent moves (A under B, B under A) cannot both pass the loop check.
 TREE_LOCK_KEY = 7_231_001
+_categories_schema = CategorySchema(many=True)
 
 
 def list_categories() -> list[Category]:
     read_from_replica(CATALOG_SCOPE)
     return list(db.session.scalars(select(Category).order_by(Category.id)))
+
+
+def category_list() -> CachedJSON:
+    """Every category as finished JSON, cached with the product lists' generation.
+
+    Every category write starts a new generation (``invalidate_product_lists``), so the cached
+    tree is never older than the last write, on any instance (it is also in the per-process
+    layer). Under load the uncached tree was the slowest catalog read: the whole tree
+    serialised on every request."""
+    version = product_list_version()
+    key = product_list_key(version, {"categories": "all"})
+
+    def compute() -> CachedJSON:
+        return CachedJSON.from_data(_categories_schema.dump(list_categories()))
+
+    return get_or_compute(
+        key, compute, current_app.config["PRODUCT_LIST_CACHE_TIMEOUT"], entity="category_list"
+    )
 
 
 def get_category(category_id: int) -> Category:
@@ -76,6 +103,7 @@ def create_category(data: dict[str, Any]) -> Category:
     _check_parent(None, data.get("parent_id"))
     category = Category(**data)
     db.session.add(category)
+    invalidate_product_lists(db.session)  # the cached tree
     _commit_or_conflict()
     return category
 
@@ -86,7 +114,8 @@ def update_category(category_id: int, changes: dict[str, Any]) -> Category:
     category = get_category(category_id)
     if "parent_id" in changes and changes["parent_id"] != category.parent_id:
         _check_parent(category.id, changes["parent_id"])
-        invalidate_product_lists(db.session)
+    # Product lists filter by the tree, and the tree itself is cached: any change purges both.
+    invalidate_product_lists(db.session)
     for field, value in changes.items():
         setattr(category, field, value)
     _commit_or_conflict()

@@ -301,3 +301,32 @@ def test_dead_redis_serves_from_the_database(make_instance):
     assert "Retry-After" in ready.headers
     body = ready.get_json()
     assert body["checks"] == {"database": "ok", "redis": "down"}
+
+
+def test_every_category_write_is_in_the_cached_tree_at_once_on_another_instance(instances, redis_client):
+    """The category list is cached (with the product lists' generation); a create, a rename, a
+    move and a delete on B are each in A's very next read of the list."""
+    a, b, admin = instances
+    reader, writer = a.test_client(), b.test_client()
+
+    def names() -> dict[int, tuple[str, int | None]]:
+        response = reader.get("/api/categories/")
+        assert response.status_code == 200, response.get_json()
+        return {row["id"]: (row["name"], row["parent_id"]) for row in response.get_json()}
+
+    assert names() == {}
+    assert names() == {}  # a cached answer now
+    assert any(b"categories" in key or b"products:list:" in key for key in redis_client.keys("*"))
+    root = writer.post("/api/categories/", json={"name": "Shoes"}, headers=admin).get_json()["id"]
+    assert names() == {root: ("Shoes", None)}
+    child = writer.post("/api/categories/", json={"name": "Boots"}, headers=admin).get_json()["id"]
+    assert names() == {root: ("Shoes", None), child: ("Boots", None)}
+    assert (
+        writer.patch(f"/api/categories/{child}/", json={"name": "Wellies"}, headers=admin).status_code == 200
+    )
+    assert names()[child] == ("Wellies", None)
+    moved = writer.patch(f"/api/categories/{child}/", json={"parent_id": root}, headers=admin)
+    assert moved.status_code == 200, moved.get_json()
+    assert names()[child] == ("Wellies", root)
+    assert writer.delete(f"/api/categories/{child}/", headers=admin).status_code == 204
+    assert names() == {root: ("Shoes", None)}
