@@ -106,7 +106,7 @@ def init_local_cache(app: Flask) -> None:
     """After cache.init_app: a per-process layer over a Redis cache, unless turned off."""
     seconds = app.config["LOCAL_CACHE_SECONDS"]
     backend = app.extensions["cache"][cache]
-    if seconds <= 0 or not hasattr(backend, "_write_client") or not app.config.get("CACHE_REDIS_URL"):
+    if seconds <= 0 or _redis_client(backend) is None or not app.config.get("CACHE_REDIS_URL"):
         return
     prefix = backend._get_prefix()
     app.extensions["local_cache"] = LocalCache(
@@ -117,14 +117,14 @@ def init_local_cache(app: Flask) -> None:
     )
 
 
+def _redis_client(backend: Any) -> Any | None:
+    """The Redis client of a Redis cache backend; None for the in-process caches."""
+    return getattr(backend, "_write_client", None)
+
+
 def _acquire_lock(key: str) -> bool:
-    backend = cache.cache
-    redis_client = getattr(backend, "_write_client", None)
-    if redis_client is not None:
-        # One atomic SET NX EX, so a crashed holder's lock always expires.
-        full_key = backend._get_prefix() + key
-        return bool(redis_client.set(full_key, uuid.uuid4().hex, nx=True, ex=LOCK_TTL_SECONDS))
-    return bool(backend.add(key, 1, timeout=LOCK_TTL_SECONDS))
+    """The fill lock on an in-process cache (Redis takes it in ``_compute_on_redis``)."""
+    return bool(cache.cache.add(key, 1, timeout=LOCK_TTL_SECONDS))
 
 
 # Store a freshly computed value only if no write has purged the key since the reader began:
@@ -158,21 +158,9 @@ def _generation(key: str) -> str:
 
 
 def _store_if_unpurged(key: str, value: Any, timeout: int, generation: str) -> None:
-    backend = cache.cache
-    redis_client = getattr(backend, "_write_client", None)
-    if redis_client is not None:
-        prefix = backend._get_prefix()
-        redis_client.eval(
-            _STORE_IF_GENERATION,
-            2,
-            prefix + key,
-            prefix + generation_key(key),
-            backend.serializer.dumps(value),
-            max(backend._normalize_timeout(timeout), 0),
-            generation,
-        )
-    elif _generation(key) == generation:
-        # In-process caches: no greenlet switch between this check and the set.
+    """On an in-process cache: no greenlet switch between this check and the set (on Redis, the
+    ``_STORE_IF_GENERATION`` script does both in ``_compute_on_redis``)."""
+    if _generation(key) == generation:
         cache.set(key, value, timeout=timeout)
 
 
@@ -190,10 +178,10 @@ def get_or_compute(
         _counter(entity, "hit").inc()
         return hit
     _counter(entity, "miss").inc()
-    backend = cache.cache
-    if getattr(backend, "_write_client", None) is not None and time.monotonic() >= _breaker_open_until:
-        return _compute_on_redis(backend, key, compute, timeout, guard_writes)
+    if _redis_client(cache.cache) is not None:
+        return _compute_on_redis(cache.cache, key, compute, timeout, guard_writes)
 
+    # In-process caches (SimpleCache): the same steps, one call each.
     lock_key = lock_key_of(key)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while not _cache_call(lambda: _acquire_lock(lock_key), default=True):
@@ -237,7 +225,9 @@ def _compute_on_redis(
     itself after LOCK_WAIT_SECONDS. Any Redis failure opens the breaker; the value is computed.
     """
     global _breaker_open_until
-    client, prefix = backend._write_client, backend._get_prefix()
+    if time.monotonic() < _breaker_open_until:
+        return compute()  # Redis failed moments ago: straight to the database
+    client, prefix = _redis_client(backend), backend._get_prefix()
     full_key, full_lock = prefix + key, prefix + lock_key_of(key)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     try:

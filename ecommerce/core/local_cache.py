@@ -156,10 +156,6 @@ class LocalCache:
         finally:
             self._finish_read(key, marker, value)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def close(self) -> None:
         """Drop the tracking connection and every entry (the next read connects again)."""
         with self._lock:
@@ -258,9 +254,7 @@ class LocalCache:
         sock.setblocking(False)
         self._fd = sock.fileno()
         self._buffer = buffer
-        # Anything cached before this connection may have missed its invalidation.
-        self._entries.clear()
-        self._bump_all_readers()
+        self._forget_everything()  # anything cached before this connection may have missed one
 
     def _close(self) -> None:
         if self._socket is not None:
@@ -270,10 +264,11 @@ class LocalCache:
                 pass
         self._socket = None
         self._buffer = b""
-        self._entries.clear()
-        self._bump_all_readers()
+        self._forget_everything()
 
-    def _bump_all_readers(self) -> None:
+    def _forget_everything(self) -> None:
+        """No local entry is trusted any more, nor any read now in flight."""
+        self._entries.clear()
         for reading in self._reading.values():
             reading[0] += 1
 
@@ -323,8 +318,7 @@ class LocalCache:
         LOCAL_CACHE_INVALIDATIONS.inc()
         keys = items[1]
         if keys is None:  # FLUSHDB / FLUSHALL
-            self._entries.clear()
-            self._bump_all_readers()
+            self._forget_everything()
             return
         for raw in keys:
             key = raw.decode(errors="replace")

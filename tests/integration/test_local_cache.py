@@ -77,8 +77,8 @@ def test_keys_outside_the_prefixes_are_not_tracked(local, redis_client):
     local.get_or_load(PREFIX + "other:1", load)
     redis_client.set(PREFIX + "other:1", "changed")
     wait_for_push()
-    # Not tracked, so not to be kept locally either? It is kept: the layer is only ever asked
-    # for tracked keys (ecommerce/core/cache.py), and this shows why that matters.
+    # Only the prefixes asked for are tracked, so a change elsewhere never reaches the layer:
+    # ecommerce/core/cache.py gives it tracked keys alone.
     assert local.get_or_load(PREFIX + "other:1", load) == "v1"
 
 
