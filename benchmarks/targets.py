@@ -80,13 +80,13 @@ def stack(command: str, env: dict[str, str], root: Path = ROOT) -> None:
     subprocess.run(["bash", str(root / "scripts" / "stack.sh"), command], check=True, env=env, cwd=root)
 
 
-def cache_counts(entity: str) -> dict[str, float]:
-    """Cache look-ups of ``entity`` counted by both instances, by result."""
+def cache_counts(entity: str | None, metric: str = "ecommerce_cache_requests_total") -> dict[str, float]:
+    """Cache look-ups of ``entity`` (any, if None) counted by both instances, by result."""
     counts: dict[str, float] = {}
     for port in APP_PORTS.split():
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         for line in text.splitlines():
-            if line.startswith("ecommerce_cache_requests_total{") and f'entity="{entity}"' in line:
+            if line.startswith(metric + "{") and (entity is None or f'entity="{entity}"' in line):
                 result = line.split('result="', 1)[1].split('"', 1)[0]
                 counts[result] = counts.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
@@ -148,6 +148,14 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
         print(
             f"{variant}: {misses:.0f} misses for ~{uncached_requests:.0f} uncached requests", file=sys.stderr
         )
+        local = cache_counts(None, "ecommerce_local_cache_requests_total")
+        if local:
+            looked_up = sum(local.values())
+            print(
+                f"{variant}: per-process cache {local.get('hit', 0) / looked_up:.0%} hits of "
+                f"{looked_up:.0f} look-ups (every scenario, warm-up included)",
+                file=sys.stderr,
+            )
     finally:
         stack("down", env, root)
     return samples

@@ -135,7 +135,7 @@ class Config:
     PRODUCT_CACHE_TIMEOUT = env_int("PRODUCT_CACHE_TIMEOUT", 300)
     PRODUCT_LIST_CACHE_TIMEOUT = env_int("PRODUCT_LIST_CACHE_TIMEOUT", 60)
     # Each worker's own copy of hot catalog entries, invalidated by Redis (0 turns it off).
-    LOCAL_CACHE_SECONDS = env_int("LOCAL_CACHE_SECONDS", 5)
+    LOCAL_CACHE_SECONDS = env_int("LOCAL_CACHE_SECONDS", 60)
     LOCAL_CACHE_MAX_ENTRIES = env_int("LOCAL_CACHE_MAX_ENTRIES", 10000)
 
     # Auth

@@ -96,10 +96,7 @@ def _counter(entity: str, result: str):
 def cached(key: str) -> Any:
     """The shared cache's value of ``key`` (None on a miss), through this process's copy of it
     when there is one (ecommerce/core/local_cache.py)."""
-    local: LocalCache | None = current_app.extensions.get("local_cache")
-    if local is None:
-        return _cache_call(lambda: cache.get(key))
-    return local.get_or_load(cache.cache._get_prefix() + key, lambda: _cache_call(lambda: cache.get(key)))
+    return _through_local(key, lambda: _cache_call(lambda: cache.get(key)))
 
 
 def init_local_cache(app: Flask) -> None:
@@ -123,22 +120,41 @@ def _redis_client(backend: Any) -> Any | None:
 
 
 def _acquire_lock(key: str) -> bool:
-    """The fill lock on an in-process cache (Redis takes it in ``_compute_on_redis``)."""
+    """The fill lock on an in-process cache (on Redis, ``_RedisFill`` takes it)."""
     return bool(cache.cache.add(key, 1, timeout=LOCK_TTL_SECONDS))
 
 
-# Store a freshly computed value only if no write has purged the key since the reader began:
-# the generation the reader saw must still be the current one. One script, so no write can
-# slip in between the check and the SET.
-_STORE_IF_GENERATION = """
-local current = redis.call('GET', KEYS[2]) or ''
-if current ~= ARGV[3] then return 0 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
+# The two scripts of a miss on Redis (``_RedisFill``). A script runs atomically, so no write can
+# slip in between its steps, and each is one round trip.
+#
+# KEYS: value, lock[, generation]. ARGV: lock token, lock TTL. The value if Redis has it, as
+# {1, value}; otherwise the fill lock is tried (SET NX EX) and the key's generation read, as
+# {0, locked, generation} (generation '' when there is none or it is not asked for).
+_GET_OR_LOCK = """
+local value = redis.call('GET', KEYS[1])
+if value then return {1, value} end
+local locked = 0
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then locked = 1 end
+local generation = ''
+if KEYS[3] then generation = redis.call('GET', KEYS[3]) or '' end
+return {0, locked, generation}
+"""
+# KEYS: value, lock[, generation]. ARGV: value, expiry (0: none), lock token, generation seen,
+# '1' to store ('0' only releases the lock). Stores the value unless a write has purged the key
+# since the reader began (the generation it saw is no longer the current one), then releases
+# the lock if it is still this filler's (it expires after LOCK_TTL_SECONDS and may be another's).
+_STORE_AND_UNLOCK = """
+local stored = 0
+if ARGV[5] == '1' and (not KEYS[3] or (redis.call('GET', KEYS[3]) or '') == ARGV[4]) then
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  else
+    redis.call('SET', KEYS[1], ARGV[1])
+  end
+  stored = 1
 end
-return 1
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return stored
 """
 
 
@@ -158,8 +174,7 @@ def _generation(key: str) -> str:
 
 
 def _store_if_unpurged(key: str, value: Any, timeout: int, generation: str) -> None:
-    """On an in-process cache: no greenlet switch between this check and the set (on Redis, the
-    ``_STORE_IF_GENERATION`` script does both in ``_compute_on_redis``)."""
+    """On an in-process cache: no greenlet switch between this check and the set."""
     if _generation(key) == generation:
         cache.set(key, value, timeout=timeout)
 
@@ -173,15 +188,21 @@ def get_or_compute(
     from a read that began before such a write committed is then never stored, so the cache
     cannot keep a stale copy past the purge.
     """
+    if _redis_client(cache.cache) is not None:
+        fill = _RedisFill(cache.cache, key, guard_writes)
+        hit = _through_local(key, fill.get_or_lock)
+        if hit is not None:
+            _counter(entity, "hit").inc()
+            return hit
+        _counter(entity, "miss").inc()
+        return fill.compute(compute, timeout)
+
+    # In-process caches (SimpleCache): the same steps, one call each.
     hit = cached(key)
     if hit is not None:
         _counter(entity, "hit").inc()
         return hit
     _counter(entity, "miss").inc()
-    if _redis_client(cache.cache) is not None:
-        return _compute_on_redis(cache.cache, key, compute, timeout, guard_writes)
-
-    # In-process caches (SimpleCache): the same steps, one call each.
     lock_key = lock_key_of(key)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while not _cache_call(lambda: _acquire_lock(lock_key), default=True):
@@ -212,71 +233,97 @@ def get_or_compute(
         _cache_call(lambda: cache.delete(lock_key))
 
 
-def _compute_on_redis(
-    backend: Any, key: str, compute: Callable[[], T], timeout: int, guard_writes: bool
-) -> T:
-    """The miss path of ``get_or_compute`` on Redis, in two round trips instead of six.
+def _through_local(key: str, load: Callable[[], Any]) -> Any:
+    """``load()`` (a read of Redis), through this process's copy of the cache when there is one."""
+    local: LocalCache | None = current_app.extensions.get("local_cache")
+    if local is None:
+        return load()
+    return local.get_or_load(cache.cache._get_prefix() + key, load)
 
-    1. One pipeline takes the lock (SET NX EX), looks at the value again (a caller that missed
-       just before the previous holder stored it) and reads the key's generation.
-    2. After ``compute``, one pipeline stores the value (only if the generation is unchanged,
-       when ``guard_writes``) and releases the lock.
+
+_scripts: dict[int, tuple[Any, Any]] = {}
+
+
+def _scripts_of(client: Any) -> tuple[Any, Any]:
+    """The two fill scripts, registered with ``client`` (EVALSHA; loaded again after a Redis
+    restart by redis-py on NOSCRIPT)."""
+    scripts = _scripts.get(id(client))
+    if scripts is None or scripts[0].registered_client is not client:
+        scripts = (client.register_script(_GET_OR_LOCK), client.register_script(_STORE_AND_UNLOCK))
+        _scripts[id(client)] = scripts
+    return scripts
+
+
+class _RedisFill:
+    """The miss path of ``get_or_compute`` on Redis, in two round trips in all.
+
+    1. ``get_or_lock`` (one script) returns the value if Redis has it; otherwise it takes the fill
+       lock if it is free and reads the key's generation. It is the loader of the per-process
+       cache, so a local miss that Redis answers costs that one round trip and nothing more.
+    2. After ``compute``, one script stores the value (only if the generation is unchanged, when
+       ``guard_writes``) and releases the lock.
     A caller that finds the lock taken waits for the holder's value, polling, and computes it
     itself after LOCK_WAIT_SECONDS. Any Redis failure opens the breaker; the value is computed.
     """
-    global _breaker_open_until
-    if time.monotonic() < _breaker_open_until:
-        return compute()  # Redis failed moments ago: straight to the database
-    client, prefix = _redis_client(backend), backend._get_prefix()
-    full_key, full_lock = prefix + key, prefix + lock_key_of(key)
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    try:
-        while True:
-            pipe = client.pipeline(transaction=False)
-            pipe.set(full_lock, uuid.uuid4().hex, nx=True, ex=LOCK_TTL_SECONDS)
-            pipe.get(full_key)
-            if guard_writes:
-                pipe.get(prefix + generation_key(key))
-            locked, raw, *generation = pipe.execute()
-            if raw is not None:
-                if locked:
-                    client.delete(full_lock)
-                return backend.serializer.loads(raw)
-            if locked:
-                break
+
+    def __init__(self, backend: Any, key: str, guard_writes: bool) -> None:
+        self.backend = backend
+        self.client = _redis_client(backend)
+        prefix = backend._get_prefix()
+        self.keys = [prefix + key, prefix + lock_key_of(key)]
+        if guard_writes:
+            self.keys.append(prefix + generation_key(key))
+        self.token = ""
+        self.locked = False
+        self.generation = ""
+        self.redis_down = False
+
+    def get_or_lock(self) -> Any:
+        """The cached value, or None (a miss: the lock and generation are noted)."""
+        global _breaker_open_until
+        if time.monotonic() < _breaker_open_until:
+            self.redis_down = True  # Redis failed moments ago: straight to the database
+            return None
+        self.token = uuid.uuid4().hex
+        try:
+            found, *rest = _scripts_of(self.client)[0](keys=self.keys, args=[self.token, LOCK_TTL_SECONDS])
+        except _CACHE_ERRORS as exc:
+            _breaker_open_until = time.monotonic() + BREAKER_OPEN_SECONDS
+            log.warning("cache unavailable, serving from the database: %s", exc)
+            self.redis_down = True
+            return None
+        if found:
+            return self.backend.serializer.loads(rest[0])
+        self.locked, generation = bool(rest[0]), rest[1]
+        self.generation = generation.decode() if isinstance(generation, bytes) else str(generation)
+        return None
+
+    def compute(self, compute: Callable[[], T], timeout: int) -> T:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while not (self.locked or self.redis_down):
             if time.monotonic() >= deadline:
                 return compute()
             time.sleep(LOCK_POLL_SECONDS)
-    except _CACHE_ERRORS as exc:
-        _breaker_open_until = time.monotonic() + BREAKER_OPEN_SECONDS
-        log.warning("cache unavailable, serving from the database: %s", exc)
-        return compute()
-    stored = False
-    try:
-        value = compute()
-        dump = backend.serializer.dumps(value)
-        expiry = max(backend._normalize_timeout(timeout), 0)
-        pipe = client.pipeline(transaction=False)
-        if guard_writes:
-            seen = generation[0]
-            pipe.eval(
-                _STORE_IF_GENERATION,
-                2,
-                full_key,
-                prefix + generation_key(key),
-                dump,
-                expiry,
-                "" if seen is None else seen.decode(),
-            )
-        else:
-            pipe.set(full_key, dump, ex=expiry or None)
-        pipe.delete(full_lock)
-        _cache_call(pipe.execute)
-        stored = True
+            hit = self.get_or_lock()  # the holder's value, or the lock if the holder gave up
+            if hit is not None:
+                return hit
+        if self.redis_down:
+            return compute()
+        try:
+            value = compute()
+        except BaseException:
+            self._unlock()
+            raise
+        expiry = max(self.backend._normalize_timeout(timeout), 0)
+        dump = self.backend.serializer.dumps(value)
+        store = _scripts_of(self.client)[1]
+        _cache_call(lambda: store(keys=self.keys, args=[dump, expiry, self.token, self.generation, "1"]))
         return value
-    finally:
-        if not stored:
-            _cache_call(lambda: client.delete(full_lock), always=True)
+
+    def _unlock(self) -> None:
+        """Release the lock after a failed compute (only if it is still this filler's)."""
+        store = _scripts_of(self.client)[1]
+        _cache_call(lambda: store(keys=self.keys, args=["", 0, self.token, "", "0"]), always=True)
 
 
 def product_key(product_id: int) -> str:

@@ -196,3 +196,27 @@ def test_unfiltered_total_counts_the_whole_catalog(client):
 def test_tests_run_in_a_rolled_back_transaction(client):
     # Guard for the fixture itself: a product committed by an earlier test must not be here.
     assert _page(client, "page_size=1").headers["X-Pagination"] == json.dumps({"total": 0, "total_pages": 0})
+
+
+def test_a_cache_miss_reads_exactly_what_the_schema_shows(client, app):
+    """A product's detail is filled from a plain row, not an ORM object: the JSON must be what
+    ProductSchema makes of the product itself, field for field, for every kind of value."""
+    from ecommerce.extensions import db
+    from ecommerce.products.models import Product
+    from ecommerce.products.schemas import ProductSchema
+
+    product = ProductFactory(
+        name="Ünïcode “quotes” \\ and </script>",
+        description="",
+        price=Decimal("1234567.05"),
+        stock_quantity=0,
+        rating_sum=14,
+        rating_count=3,
+        rating_avg=Decimal("4.67"),
+    )
+    expected = json.loads(json.dumps(ProductSchema().dump(db.session.get(Product, product.id))))
+    response = client.get(f"/api/products/{product.id}/")
+    assert response.status_code == 200
+    assert response.get_json() == expected
+    assert list(response.get_json()) == list(expected)  # the schema's field order, too
+    assert client.get(f"/api/products/{product.id + 10_000}/").status_code == 404

@@ -330,3 +330,33 @@ def test_every_category_write_is_in_the_cached_tree_at_once_on_another_instance(
     assert names()[child] == ("Wellies", root)
     assert writer.delete(f"/api/categories/{child}/", headers=admin).status_code == 204
     assert names() == {root: ("Shoes", None)}
+
+
+def test_a_failed_fill_releases_its_lock_at_once(make_instance, redis_client):
+    """A product that does not exist: the filler's 404 must not leave the lock behind, or every
+    reader of that id would wait LOCK_WAIT_SECONDS for a value that never comes."""
+    a = make_instance()
+    lock = a.config["CACHE_KEY_PREFIX"] + "lock:product:999999"
+    client = a.test_client()
+    assert client.get("/api/products/999999/").status_code == 404
+    assert not redis_client.exists(lock)
+    assert not redis_client.exists(a.config["CACHE_KEY_PREFIX"] + "product:999999")
+
+
+def test_a_filler_whose_lock_expired_leaves_the_new_holders_lock_alone(make_instance, redis_client):
+    """A slow filler whose lock timed out and was taken by another stores its value (the
+    generation is unchanged) but releases only a lock that is still its own."""
+    from ecommerce.core.cache import _RedisFill, cache
+
+    a = make_instance()
+    prefix = a.config["CACHE_KEY_PREFIX"]
+    with a.test_request_context("/"):
+        fill = _RedisFill(cache.cache, "product:424242", guard_writes=True)
+        assert fill.get_or_lock() is None and fill.locked
+        redis_client.set(prefix + "lock:product:424242", "another filler", ex=10)
+        assert fill.compute(lambda: "value", 60) == "value"
+        assert redis_client.get(prefix + "lock:product:424242") == b"another filler"
+        assert cache.get("product:424242") == "value"
+        # A second filler now finds the value in one round trip and takes no lock.
+        second = _RedisFill(cache.cache, "product:424242", guard_writes=True)
+        assert second.get_or_lock() == "value" and not second.locked

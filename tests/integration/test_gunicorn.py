@@ -43,7 +43,8 @@ def catalog(app, committed):
 
 def test_gevent_workers_serve_the_api(server, catalog):
     log = server.log()
-    assert "Using worker: gevent" in log, log
+    # gunicorn.conf.py's subclass of gunicorn's gevent worker (a larger accept batch).
+    assert "Using worker: GeventWorker" in log, log
     assert len(re.findall(r"Booting worker with pid", log)) == WORKERS, log
 
     ready = server.get("/readyz")
@@ -116,3 +117,23 @@ def test_database_waits_are_cooperative(app, server, catalog):
     finally:
         locker.close()
         watcher.close()
+
+
+def test_each_turn_of_a_worker_accepts_a_batch_of_connections(monkeypatch):
+    """gunicorn sets max_accept=1 on its servers when it runs several workers; the worker class of
+    gunicorn.conf.py keeps GEVENT_MAX_ACCEPT instead, and installs that server in its own run()."""
+    import runpy
+    from pathlib import Path
+
+    from gunicorn.workers import ggevent
+
+    monkeypatch.setenv("GEVENT_MAX_ACCEPT", "7")
+    settings = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    server = settings["_BatchAcceptServer"](("127.0.0.1", 0), handle=lambda *_: None)
+    server.max_accept = 1  # what gunicorn's GeventWorker.run does with several workers
+    assert server.max_accept == 7
+    assert issubclass(settings["worker_class"], ggevent.GeventWorker)
+    monkeypatch.setattr(ggevent.GeventWorker, "run", lambda self: None)
+    monkeypatch.setattr(ggevent, "StreamServer", ggevent.StreamServer)  # restored afterwards
+    settings["worker_class"].run(object.__new__(settings["worker_class"]))
+    assert ggevent.StreamServer is settings["_BatchAcceptServer"]
