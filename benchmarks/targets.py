@@ -19,7 +19,9 @@ BENCH_VARIANTS runs the whole measurement once per variant, each on a freshly st
 ``local`` is the shipped configuration, ``redis-only`` sets LOCAL_CACHE_SECONDS=0 (every
 cached read goes to Redis: the configuration before the per-process layer), and ``before``
 runs the stack from another checkout (BENCH_BEFORE_TREE, e.g. a ``git worktree`` of an
-earlier commit with a ``.venv`` link to this one's), for before/after figures in one run.
+earlier commit with a ``.venv`` link to this one's), for before/after figures in one run. Any
+variant may add settings of its own after a colon: ``pool10+10:DB_POOL_SIZE=10,DB_MAX_OVERFLOW=10``
+runs the shipped code with those two settings (``before:WEB_CONCURRENCY=1`` the old code).
 
     .venv/bin/python benchmarks/targets.py
     BENCH_VARIANTS="redis-only local" BENCH_ROUNDS=5 .venv/bin/python benchmarks/targets.py
@@ -56,6 +58,17 @@ DATABASE_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 VARIANT_ENV = {"local": {}, "redis-only": {"LOCAL_CACHE_SECONDS": "0"}, "before": {}}
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    """The settings of ``variant``: its name's own, then any ``:NAME=value,...`` after it."""
+    name, _, extra = variant.partition(":")
+    settings = dict(VARIANT_ENV.get(name, {}))
+    for pair in filter(None, extra.split(",")):
+        key, _, value = pair.partition("=")
+        settings[key] = value
+    return settings
+
 
 # Each wrk thread walks its own stride of ids upwards from START: no id is asked for twice.
 LUA_FRESH_PRODUCTS = """
@@ -106,9 +119,9 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
         "STACK_SEED_PRODUCTS": str(PRODUCTS),
         "RATELIMIT_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
-        **VARIANT_ENV[variant],
+        **variant_env(variant),
     }
-    root = Path(os.environ["BENCH_BEFORE_TREE"]) if variant == "before" else ROOT
+    root = Path(os.environ["BENCH_BEFORE_TREE"]) if variant.partition(":")[0] == "before" else ROOT
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
     stack("up", env, root)
     base = f"http://127.0.0.1:{PORT}"

@@ -100,8 +100,8 @@ class Config:
         env_str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'ecommerce.db'}")
     )
     SQLALCHEMY_TRACK_MODIFICATIONS = False
-    DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
-    DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 10)
+    DB_POOL_SIZE = env_int("DB_POOL_SIZE", 20)
+    DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 0)
     DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
     DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15000)
     # A pooled connection idle this long is pinged (SELECT 1) before use; busier ones are not.
