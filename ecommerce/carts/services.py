@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import Integer, delete, literal, select
+from sqlalchemy.orm import Session
 
 from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.carts.schemas import MAX_LINE_QUANTITY
-from ecommerce.core.models import dialect_insert, owned_row_id, utcnow
+from ecommerce.core.models import UTCDateTime, dialect_insert, owned_row_id, utcnow
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
+from ecommerce.products.models import Product
 from ecommerce.products.services import get_product
 from ecommerce.users.models import User
 
@@ -42,30 +44,51 @@ def add_item(user: User, product_id: int, quantity: int) -> tuple[CartItem, bool
 
     Returns the line and whether it is new.
     """
-    get_product(product_id)
-    cart_id = cart_id_of(user)
     session = db.session
-    existed = session.scalar(
-        select(CartItem.id).where(CartItem.cart_id == cart_id, CartItem.product_id == product_id)
-    )
-    statement = dialect_insert(CartItem, session.get_bind().dialect.name).values(
-        cart_id=cart_id,
-        product_id=product_id,
-        quantity=quantity,
-        created_at=utcnow(),
-        updated_at=utcnow(),
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["cart_id", "product_id"],
-        set_={"quantity": CartItem.quantity + statement.excluded.quantity, "updated_at": utcnow()},
-    ).returning(CartItem.id, CartItem.quantity)
-    item_id, total_quantity = session.execute(statement).one()
+    added = _add_to_cart(session, user.id, product_id, quantity)
+    if added is None:
+        # No cart yet (first use), or no such product.
+        get_product(product_id)
+        cart_id_of(user)
+        added = _add_to_cart(session, user.id, product_id, quantity)
+        if added is None:  # the product went away meanwhile
+            raise NotFound("No such product.")
+    item_id, total_quantity = added
     if total_quantity > MAX_LINE_QUANTITY:
         session.rollback()
         raise ValidationFailed({"quantity": [f"A cart line holds at most {MAX_LINE_QUANTITY} units."]})
     item = session.get(CartItem, item_id)  # loaded before the commit: the answer is what was written
     session.commit()
-    return item, existed is None
+    # A line that existed held at least one unit (CHECK quantity > 0), so only a new line
+    # holds exactly the quantity just added.
+    return item, total_quantity == quantity
+
+
+def _add_to_cart(session: Session, user_id: int, product_id: int, quantity: int) -> tuple[int, int] | None:
+    """Upsert the line into the user's cart in one statement: (line id, its new quantity), or
+    None when the user has no cart yet or the product does not exist (nothing written)."""
+    now = utcnow()
+    source = (
+        select(
+            ShoppingCart.id,
+            Product.id,
+            literal(quantity, Integer),
+            literal(now, UTCDateTime()),
+            literal(now, UTCDateTime()),
+        )
+        .select_from(ShoppingCart)
+        .join(Product, Product.id == product_id)
+        .where(ShoppingCart.user_id == user_id)
+    )
+    statement = dialect_insert(CartItem, session.get_bind().dialect.name).from_select(
+        ["cart_id", "product_id", "quantity", "created_at", "updated_at"], source
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["cart_id", "product_id"],
+        set_={"quantity": CartItem.quantity + statement.excluded.quantity, "updated_at": now},
+    ).returning(CartItem.id, CartItem.quantity)
+    row = session.execute(statement).one_or_none()
+    return None if row is None else (row.id, row.quantity)
 
 
 def set_quantity(user: User, item_id: int, quantity: int) -> CartItem:

@@ -223,6 +223,13 @@ def _note_tables(session: Session, tables: Iterable[str]) -> None:
     session.info.setdefault(_WROTE, set()).update(tables)
 
 
+def note_writes(session: Session, *tables: str) -> None:
+    """Record the tables a plain-SQL statement wrote (the ORM sees the tables of its own
+    INSERT, UPDATE and DELETE, but not those of a ``text()`` statement with data-modifying
+    CTEs), so that its commit stamps the read-your-writes tokens like any other write."""
+    _note_tables(session, tables)
+
+
 @event.listens_for(Session, "after_flush")
 def _tables_flushed(session: Session, _flush_context) -> None:
     tables = {getattr(obj, "__tablename__", "") for obj in (*session.new, *session.dirty, *session.deleted)}
