@@ -34,7 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cache_vs_db import ROOT, ensure_wrk, free_port, parse_wrk, prepare_database, start_instance, stop  # noqa: E402
+from cache_vs_db import (
+    ROOT,
+    app_env,
+    ensure_wrk,
+    free_port,
+    parse_wrk,
+    prepare_database,
+    start_instance,
+    stop,
+)  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 SECONDS = int(os.environ.get("BENCH_SECONDS", 5))
@@ -111,14 +120,7 @@ def fresh_wrk(wrk: str, port: int) -> dict[str, float]:
 
 def main() -> None:
     wrk = ensure_wrk()
-    env = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "FLASK_APP": "wsgi.py",
-        "RATELIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = app_env(DATABASE_URL, REDIS_URL)
     prepare_database(env, DATABASE_URL, "--products", "10")
     variants = {"gunicorn's 1": "1", f"shipped ({SHIPPED})": SHIPPED}
     instances = {}

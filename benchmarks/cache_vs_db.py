@@ -70,6 +70,20 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk could not be installed")
 
 
+def app_env(database_url: str, redis_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a benchmark's app processes and ``flask`` commands: this shell's, with
+    the benchmark's own database and Redis, no rate limits, warnings only, and ``settings``."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "FLASK_APP": "wsgi.py",
+        "LOG_LEVEL": "WARNING",
+        "RATELIMIT_ENABLED": "false",
+        **settings,
+    }
+
+
 def flask(*args: str, env: dict[str, str]) -> None:
     subprocess.run([str(BIN / "flask"), *args], check=True, env=env, cwd=ROOT)
 
@@ -180,14 +194,7 @@ def cache_hits(port: int) -> float:
 
 def main() -> None:
     wrk = ensure_wrk()
-    base_env = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "FLASK_APP": "wsgi.py",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-    }
+    base_env = app_env(DATABASE_URL, REDIS_URL)
     prepare_database(base_env)
     cached_port, uncached_port = free_port(), free_port()
     cached = start_instance("cached", cached_port, base_env)

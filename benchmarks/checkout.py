@@ -60,7 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cache_vs_db import free_port, start_instance, stop  # noqa: E402
+from cache_vs_db import app_env, free_port, start_instance, stop  # noqa: E402
 from cache_vs_db import prepare_database as shared_prepare_database  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -364,15 +364,8 @@ def log_summary() -> tuple[int, Counter]:
 
 
 def main() -> None:
-    base_env = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "FLASK_APP": "wsgi.py",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-        "JWT_ACCESS_TOKEN_EXPIRES": "86400",  # tokens outlive any number of rounds
-    }
+    # Tokens outlive any number of rounds.
+    base_env = app_env(DATABASE_URL, REDIS_URL, JWT_ACCESS_TOKEN_EXPIRES="86400")
     load_before = os.getloadavg()
     prepare_database(base_env)
     database = connect_db()

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cache_vs_db import (  # noqa: E402
     ROOT,
+    app_env,
     ensure_wrk,
     flask,
     free_port,
@@ -152,14 +153,7 @@ def token(port: int, username: str) -> str:
 
 def main() -> None:
     wrk = ensure_wrk()
-    env = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "FLASK_APP": "wsgi.py",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-    }
+    env = app_env(DATABASE_URL, REDIS_URL)
     prepare(env)
     variants = {"current": (free_port(), None)}
     if BASELINE:

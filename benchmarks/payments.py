@@ -81,7 +81,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkout  # noqa: E402  (its helpers: gunicorn, buyers, HTTP client, database, log summary)
-from cache_vs_db import BIN, ROOT, free_port, start_instance, stop  # noqa: E402
+from cache_vs_db import BIN, ROOT, app_env, free_port, start_instance, stop  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ecommerce_bench_payments"
@@ -433,18 +433,14 @@ def log_summary(path: Path) -> tuple[int, Counter]:
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-payments-"))
     ledger_path, mail_folder = folder / "sandbox_gateway.db", folder / "mail"
-    base_env = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "FLASK_APP": "wsgi.py",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-        "JWT_ACCESS_TOKEN_EXPIRES": "86400",
-        "PAYMENT_GATEWAY": "sandbox",
-        "SANDBOX_GATEWAY_PATH": str(ledger_path),
-        "MAIL_FOLDER": str(mail_folder),
-    }
+    base_env = app_env(
+        DATABASE_URL,
+        REDIS_URL,
+        JWT_ACCESS_TOKEN_EXPIRES="86400",
+        PAYMENT_GATEWAY="sandbox",
+        SANDBOX_GATEWAY_PATH=str(ledger_path),
+        MAIL_FOLDER=str(mail_folder),
+    )
     for name in ("MAIL_SERVER", "PROMETHEUS_MULTIPROC_DIR", "WORKER_METRICS_PORT"):
         base_env.pop(name, None)
     load_before = os.getloadavg()

@@ -60,14 +60,7 @@ def measure(wrk: str, env: dict[str, str], workers: str, label: str) -> dict[str
 def main() -> None:
     cache_vs_db.CONNECTIONS = int(CONNECTIONS)
     wrk = ensure_wrk()
-    base = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "FLASK_APP": "wsgi.py",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-    }
+    base = cache_vs_db.app_env(DATABASE_URL, REDIS_URL)
     prepare_database(base)
     rows = []
     for workers in WORKER_COUNTS:
@@ -75,7 +68,7 @@ def main() -> None:
             env = {**base, "CACHE_TYPE": "NullCache", "DB_POOL_SIZE": pool, "DB_MAX_OVERFLOW": "0"}
             rows.append((workers, f"pool {pool}", measure(wrk, env, workers, f"w{workers}-p{pool}")))
             print(f"workers {workers}, pool {pool}: done", file=sys.stderr)
-        rows.append((workers, "cached (pool 10)", measure(wrk, base, workers, f"w{workers}-cached")))
+        rows.append((workers, "cached (default pool)", measure(wrk, base, workers, f"w{workers}-cached")))
     best = max(m["rps"] for _, label, m in rows if label.startswith("pool"))
     print(f"\nGET /api/products/<id>/ (uncached unless marked), wrk -c{CONNECTIONS}, medians of {ROUNDS}\n")
     header = f"{'workers':>7} {'pool/worker':16} {'req/s':>8} {'x best':>7} {'p50 ms':>8} {'p99 ms':>8}"
