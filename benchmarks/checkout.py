@@ -24,6 +24,14 @@ The script exits non-zero if any check fails.
     make bench-checkout                    # or: .venv/bin/python benchmarks/checkout.py
     BENCH_ROUNDS=5 BENCH_SECONDS=20 BENCH_BUYERS=100 BENCH_WORKERS=4 make bench-checkout
 
+With BENCH_BEFORE_TREE (another checkout of the project, e.g. a ``git worktree`` of an earlier
+commit with a ``.venv`` link to this one's), a second instance serves that tree on the same
+database and Redis, and every round measures both, in alternating order; the figures are printed
+per tree, with this tree's ratio to the other's:
+
+    git worktree add /tmp/before 230caaa && ln -s "$PWD/.venv" /tmp/before/.venv
+    BENCH_BEFORE_TREE=/tmp/before make bench-checkout
+
 Environment (defaults in brackets):
 
     BENCH_DATABASE_URL   [postgresql://postgres@127.0.0.1:5432/ecommerce_bench_checkout]
@@ -37,6 +45,7 @@ Environment (defaults in brackets):
     BENCH_LIMITED_STOCK  [250]     stock of the limited-stock run; 0 skips that run
     BENCH_WARMUP         [2]       seconds of unmeasured warm-up per scenario; 0 skips it
     BENCH_TIMEOUT        [30]      client timeout per request, seconds
+    BENCH_BEFORE_TREE    [unset]   another source tree to measure side by side ("before")
 
 The gunicorn log (LOG_LEVEL=WARNING: every 5xx leaves a line) is written to
 $TMPDIR/bench-checkout.log; the script prints how many warnings and errors it holds.
@@ -75,6 +84,7 @@ WORKERS = os.environ.get("BENCH_WORKERS", "2")
 LIMITED_STOCK = int(os.environ.get("BENCH_LIMITED_STOCK", 250))
 WARMUP = float(os.environ.get("BENCH_WARMUP", 2))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", 30))
+BEFORE_TREE = os.environ.get("BENCH_BEFORE_TREE")
 
 PLENTY = 1_000_000
 PASSWORD = "bench-checkout-password"
@@ -344,10 +354,10 @@ def run_scenario(scenario: str, port: int, buyers: list[Buyer], products: list[i
     return run
 
 
-def log_summary() -> tuple[int, Counter]:
-    """How many WARNING/ERROR/CRITICAL lines the gunicorn log holds, and its distinct messages."""
+def log_summary(log_path: Path = LOG_PATH) -> tuple[int, Counter]:
+    """How many WARNING/ERROR/CRITICAL lines a gunicorn log holds, and its distinct messages."""
     levels, messages = 0, Counter()
-    for line in LOG_PATH.read_text(errors="replace").splitlines():
+    for line in log_path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -370,94 +380,135 @@ def main() -> None:
     prepare_database(base_env)
     database = connect_db()
     distinct, hot, limited = pick_products(database)
-    port = free_port()
-    server = start_instance("bench-checkout", port, base_env, log_path=LOG_PATH, workers=WORKERS)
+    trees = {"before": Path(BEFORE_TREE), "after": None} if BEFORE_TREE else {"": None}
+    ports = {name: free_port() for name in trees}
+    servers = []
     failures: list[str] = []
-    samples: dict[str, list[Run]] = {DISTINCT: [], HOT: [], LIMITED: []}
+    samples: dict[tuple[str, str], list[Run]] = {}
     try:
-        buyers = make_buyers(port, database)
+        for name, tree in trees.items():
+            log_path = LOG_PATH.with_name(f"bench-checkout{'-' + name if name else ''}.log")
+            servers.append(
+                start_instance(
+                    f"bench-checkout{'-' + name if name else ''}",
+                    ports[name],
+                    base_env,
+                    log_path=log_path,
+                    workers=WORKERS,
+                    cwd=tree,
+                )
+            )
+        buyers = make_buyers(ports[next(iter(trees))], database)
         plans = {DISTINCT: distinct, HOT: [hot], LIMITED: [limited]}
 
-        def measured(scenario: str, seconds: float) -> Run:
+        def measured(tree: str, scenario: str, seconds: float) -> Run:
             if scenario == LIMITED:
                 set_stock(database, limited, LIMITED_STOCK)
                 seconds = 600.0  # buyers stop at their first 409; this is only a safety net
             before = snapshot(database, plans[scenario])
-            run = run_scenario(scenario, port, buyers, plans[scenario], seconds)
-            failures.extend(f"{scenario}: {failure}" for failure in verify(database, run, buyers, before))
+            run = run_scenario(scenario, ports[tree], buyers, plans[scenario], seconds)
+            label = f"{tree} {scenario}".strip()
+            failures.extend(f"{label}: {failure}" for failure in verify(database, run, buyers, before))
             return run
 
         if WARMUP > 0:
-            for scenario in (DISTINCT, HOT):
-                measured(scenario, WARMUP)
+            for tree in trees:
+                for scenario in (DISTINCT, HOT):
+                    measured(tree, scenario, WARMUP)
             print("warm-up done", file=sys.stderr)
         for round_number in range(1, ROUNDS + 1):
             order = [DISTINCT, HOT] if round_number % 2 else [HOT, DISTINCT]
             if LIMITED_STOCK > 0:
                 order.append(LIMITED)
+            tree_order = list(trees) if round_number % 2 else list(reversed(trees))
             for scenario in order:
-                run = measured(scenario, SECONDS)
-                samples[scenario].append(run)
-                print(
-                    f"round {round_number}/{ROUNDS} {scenario:20} {run.rate:8.1f} orders/s "
-                    f"p50 {run.percentile(0.5):7.1f} ms p99 {run.percentile(0.99):7.1f} ms "
-                    f"errors {sum(run.errors.values())} client {run.client_cpu:.2f} cores",
-                    file=sys.stderr,
-                )
+                for tree in tree_order:
+                    run = measured(tree, scenario, SECONDS)
+                    samples.setdefault((tree, scenario), []).append(run)
+                    print(
+                        f"round {round_number}/{ROUNDS} {tree:6} {scenario:20} {run.rate:8.1f} orders/s "
+                        f"p50 {run.percentile(0.5):7.1f} ms p99 {run.percentile(0.99):7.1f} ms "
+                        f"errors {sum(run.errors.values())} client {run.client_cpu:.2f} cores",
+                        file=sys.stderr,
+                    )
     finally:
-        stop(server)
+        for server in servers:
+            stop(server)
         database.close()
     load_after = os.getloadavg()
 
-    def median(scenario: str, value) -> float:
-        return statistics.median(value(run) for run in samples[scenario])
+    def median(tree: str, scenario: str, value) -> float:
+        return statistics.median(value(run) for run in samples[(tree, scenario)])
 
     print(
         f"\n{BUYERS} buyers, {WORKERS} gevent workers, {os.cpu_count()} cores, "
         f"{ROUNDS} rounds x {SECONDS:g}s, medians; only POST /api/orders/ is timed\n"
     )
     print(
-        f"{'scenario':20} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'tree':6} {'scenario':20} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'orders':>7} {'client cores':>13}"
     )
-    for scenario, runs in samples.items():
-        if not runs:
-            continue
+    for tree, scenario in samples:
         print(
-            f"{scenario:20} {median(scenario, lambda r: r.rate):9.1f} "
-            f"{median(scenario, lambda r: r.percentile(0.5)):8.1f} "
-            f"{median(scenario, lambda r: r.percentile(0.99)):8.1f} "
-            f"{median(scenario, lambda r: sum(r.errors.values())):7.0f} "
-            f"{median(scenario, lambda r: r.orders):7.0f} "
-            f"{median(scenario, lambda r: r.client_cpu):13.2f}"
+            f"{tree:6} {scenario:20} {median(tree, scenario, lambda r: r.rate):9.1f} "
+            f"{median(tree, scenario, lambda r: r.percentile(0.5)):8.1f} "
+            f"{median(tree, scenario, lambda r: r.percentile(0.99)):8.1f} "
+            f"{median(tree, scenario, lambda r: sum(r.errors.values())):7.0f} "
+            f"{median(tree, scenario, lambda r: r.orders):7.0f} "
+            f"{median(tree, scenario, lambda r: r.client_cpu):13.2f}"
         )
-    rate = median(HOT, lambda r: r.rate) / median(DISTINCT, lambda r: r.rate)
-    p50 = median(HOT, lambda r: r.percentile(0.5)) / median(DISTINCT, lambda r: r.percentile(0.5))
-    p99 = median(HOT, lambda r: r.percentile(0.99)) / median(DISTINCT, lambda r: r.percentile(0.99))
-    print(f"\nhot / distinct: orders/s {rate:.2f}x, p50 latency {p50:.2f}x, p99 latency {p99:.2f}x")
-    if samples[LIMITED]:
-        sold = [run.sold_out for run in samples[LIMITED]]
-        seconds = [run.window for run in samples[LIMITED]]
+    for tree in trees:
+        rate = median(tree, HOT, lambda r: r.rate) / median(tree, DISTINCT, lambda r: r.rate)
+        p50 = median(tree, HOT, lambda r: r.percentile(0.5)) / median(
+            tree, DISTINCT, lambda r: r.percentile(0.5)
+        )
+        p99 = median(tree, HOT, lambda r: r.percentile(0.99)) / median(
+            tree, DISTINCT, lambda r: r.percentile(0.99)
+        )
         print(
-            f"limited stock {LIMITED_STOCK}: sold out in {statistics.median(seconds):.2f}s (median); "
-            f"buyers turned away with 409 per round: {sold}"
+            f"\n{tree + ': ' if tree else ''}hot / distinct: orders/s {rate:.2f}x, "
+            f"p50 latency {p50:.2f}x, p99 latency {p99:.2f}x"
         )
+    if BEFORE_TREE:
+        print("\nafter / before (this tree / BENCH_BEFORE_TREE), medians:")
+        for scenario in (DISTINCT, HOT, LIMITED):
+            if ("after", scenario) not in samples:
+                continue
+            rate = median("after", scenario, lambda r: r.rate) / median("before", scenario, lambda r: r.rate)
+            p50 = median("after", scenario, lambda r: r.percentile(0.5)) / median(
+                "before", scenario, lambda r: r.percentile(0.5)
+            )
+            p99 = median("after", scenario, lambda r: r.percentile(0.99)) / median(
+                "before", scenario, lambda r: r.percentile(0.99)
+            )
+            print(f"  {scenario:20} orders/s {rate:.2f}x, p50 {p50:.2f}x, p99 {p99:.2f}x")
+    for tree in trees:
+        if (tree, LIMITED) in samples:
+            sold = [run.sold_out for run in samples[(tree, LIMITED)]]
+            seconds = [run.window for run in samples[(tree, LIMITED)]]
+            print(
+                f"{tree + ': ' if tree else ''}limited stock {LIMITED_STOCK}: sold out in "
+                f"{statistics.median(seconds):.2f}s (median); buyers turned away with 409 per round: {sold}"
+            )
 
     errors = Counter()
-    for runs in samples.values():
+    first: dict[str, str] = {}
+    for (tree, _scenario), runs in samples.items():
         for run in runs:
-            errors.update({f"{run.scenario}: {kind}": n for kind, n in run.errors.items()})
+            for kind, count in run.errors.items():
+                label = f"{tree} {run.scenario}: {kind}".strip()
+                errors[label] += count
+                first.setdefault(label, run.samples[kind])
     if errors:
         print("\nerrors over all measured rounds (first response body of each kind):")
-        first = {
-            f"{r.scenario}: {k}": v for runs in samples.values() for r in runs for k, v in r.samples.items()
-        }
         for kind, count in errors.most_common():
             print(f"  {count:6d}  {kind}: {first[kind]}")
-    lines, messages = log_summary()
-    print(f"\ngunicorn log {LOG_PATH}: {lines} warning/error line(s)")
-    for message, count in messages.most_common(10):
-        print(f"  {count:6d}  {message}")
+    for tree in trees:
+        log_path = LOG_PATH.with_name(f"bench-checkout{'-' + tree if tree else ''}.log")
+        lines, messages = log_summary(log_path)
+        print(f"\ngunicorn log {log_path}: {lines} warning/error line(s)")
+        for message, count in messages.most_common(10):
+            print(f"  {count:6d}  {message}")
     print(
         f"\nload average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
         f"after: {', '.join(f'{x:.2f}' for x in load_after)}"

@@ -421,15 +421,6 @@ def check(database, ledger_path: Path, mail_folder: Path, metrics: dict[str, flo
     return failures, summary
 
 
-def log_summary(path: Path) -> tuple[int, Counter]:
-    """checkout.log_summary reads checkout.LOG_PATH: point it at ``path`` for the call."""
-    saved, checkout.LOG_PATH = checkout.LOG_PATH, path
-    try:
-        return checkout.log_summary()
-    finally:
-        checkout.LOG_PATH = saved
-
-
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-payments-"))
     ledger_path, mail_folder = folder / "sandbox_gateway.db", folder / "mail"
@@ -516,7 +507,7 @@ def main() -> None:
         for kind, count in errors.most_common():
             print(f"  {count:6d}  {kind}: {first[kind][:300].decode(errors='replace')}")
     for name, path in (("gunicorn", GUNICORN_LOG), ("consumer", CONSUMER_LOG)):
-        lines, messages = log_summary(path)
+        lines, messages = checkout.log_summary(path)
         print(f"{name} log {path}: {lines} warning/error line(s)")
         for message, count in messages.most_common(10):
             print(f"  {count:6d}  {message}")

@@ -7,21 +7,20 @@ from typing import Any
 import redis
 from flask import Flask, send_from_directory
 from flask.sessions import SessionInterface
-from sqlalchemy import event
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import IntegerConverter
 
 from ecommerce.config import INSTANCE_DIR, Config, ProductionConfig, config_from_env
-from ecommerce.core.cache import init_local_cache
-from ecommerce.core.failover import dispatch_with_retry, init_failover, ping_idle_connections
+from ecommerce.core.cache.store import REDIS_OPTIONS, init_local_cache
+from ecommerce.core.db.after_commit import install_after_commit
+from ecommerce.core.db.engine import init_database
+from ecommerce.core.db.failover import dispatch_with_retry
 from ecommerce.core.logs import configure_logging
-from ecommerce.core.metrics import instrument_pool
-from ecommerce.core.payment_gateway import init_gateway
-from ecommerce.core.replicas import REPLICA_BIND, configure_replica, init_replicas, reads_in_autocommit
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
 from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
 from ecommerce.middleware import register_middleware
+from ecommerce.payments.gateway import init_gateway
 from ecommerce.tasks import configure_queue
 
 MAX_DB_INT = 2**31 - 1
@@ -48,7 +47,8 @@ class NoCookieSessions(SessionInterface):
 
 class App(Flask):
     def dispatch_request(self) -> Any:
-        """The view, run again while the database fails over, if nothing was committed yet."""
+        """The view as one unit of work: rolled back if it raises, run again while the database
+        fails over if nothing was committed yet (ecommerce/core/db/failover.py)."""
         return dispatch_with_retry(super().dispatch_request)
 
 
@@ -67,57 +67,38 @@ def create_app(config: type[Config] | None = None, **overrides: Any) -> Flask:
     app.url_map.converters["int"] = BoundedIntConverter
 
     register_extensions(app)
-    register_blueprints(app)
+    with app.app_context():  # the OpenAPI document reads settings (the password's minLength)
+        register_blueprints(app)
     register_error_handlers(app)
     register_middleware(app)
     register_cli(app)
     return app
 
 
-def _database_options(app: Flask) -> dict[str, Any]:
-    uri = app.config["SQLALCHEMY_DATABASE_URI"]
-    # SQL parameters (password hashes, emails) stay out of DEBUG logs and error messages.
-    if uri.startswith("sqlite"):
-        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-        return {"connect_args": {"timeout": 30}, "hide_parameters": True}
-    return {
-        "hide_parameters": True,
-        "pool_size": app.config["DB_POOL_SIZE"],
-        "max_overflow": app.config["DB_MAX_OVERFLOW"],
-        "pool_timeout": app.config["DB_POOL_TIMEOUT"],
-        "pool_pre_ping": False,  # ping_idle_connections: only connections that sat idle
-        "pool_recycle": 1800,
-        "connect_args": {
-            "connect_timeout": 5,
-            "application_name": "ecommerce",
-            "options": f"-c statement_timeout={app.config['DB_STATEMENT_TIMEOUT_MS']}",
-        },
-    }
-
-
 def _configure_stores(app: Flask) -> None:
     redis_url = app.config.get("REDIS_URL")
-    redis_options = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
     if redis_url:
-        app.config["CACHE_TYPE"] = app.config.get("CACHE_TYPE") or "RedisCache"
+        if app.config.get("CACHE_TYPE") in (None, "RedisCache"):
+            # Flask-Caching's RedisCache on the catalog cache's own client (core/cache/store.py).
+            app.config["CACHE_TYPE"] = "ecommerce.core.cache.store.redis_cache"
         app.config.setdefault("CACHE_REDIS_URL", redis_url)
-        app.config.setdefault("CACHE_OPTIONS", dict(redis_options))
         app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url)
-        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(redis_options))
-        app.extensions["redis"] = redis.Redis.from_url(redis_url, **redis_options)
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", dict(REDIS_OPTIONS))
+        app.extensions["redis"] = redis.Redis.from_url(redis_url, **REDIS_OPTIONS)
     else:
         app.config["CACHE_TYPE"] = app.config.get("CACHE_TYPE") or "SimpleCache"
         app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    # A key already gone when a purge deletes it (another purge won the race) is no error.
+    app.config.setdefault("CACHE_IGNORE_ERRORS", True)
     # A dead Redis must not turn requests into 500s: limits fall back to process memory.
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
 
 
 def register_extensions(app: Flask) -> None:
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _database_options(app))
     _configure_stores(app)
-    configure_replica(app, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-    db.init_app(app)
+    init_database(app)
+    install_after_commit()
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     api.init_app(app)
     api.register_converter(BoundedIntConverter, lambda converter: {"type": "integer", "minimum": 0})
@@ -129,28 +110,6 @@ def register_extensions(app: Flask) -> None:
     metrics.init_app(app)
     init_gateway(app)
     configure_queue(app)
-    init_replicas(app)
-    init_failover(app)
-    with app.app_context():
-        instrument_pool(db.engine)
-        if REPLICA_BIND in db.engines:
-            instrument_pool(db.engines[REPLICA_BIND])
-        if db.engine.dialect.name == "postgresql":
-            for engine in db.engines.values():
-                ping_idle_connections(engine, app.config["DB_PING_IDLE_SECONDS"])
-                if app.config["READS_IN_AUTOCOMMIT"]:
-                    reads_in_autocommit(engine)
-        if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", _sqlite_pragmas)
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    # Foreign keys (and their ON DELETE rules) are off in SQLite unless asked for.
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def register_blueprints(app: Flask) -> None:

@@ -143,7 +143,7 @@ class Config:
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(seconds=env_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600))
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_ERROR_MESSAGE_KEY = "detail"
-    PASSWORD_MIN_LENGTH = 8
+    PASSWORD_MIN_LENGTH = env_int("PASSWORD_MIN_LENGTH", 8)
     PASSWORD_HASH_TIME_COST = env_int("PASSWORD_HASH_TIME_COST", 3)
     PASSWORD_HASH_MEMORY_KIB = env_int("PASSWORD_HASH_MEMORY_KIB", 65536)
     PASSWORD_HASH_PARALLELISM = env_int("PASSWORD_HASH_PARALLELISM", 2)
@@ -165,7 +165,7 @@ class Config:
     # 127.0.0.1 on a host; in a container, its own address (0.0.0.0) so Prometheus can scrape it.
     WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
 
-    # Payments: the provider behind ecommerce/core/payment_gateway.py.
+    # Payments: the provider behind ecommerce/payments/gateway.py.
     PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "sandbox")
     SANDBOX_GATEWAY_PATH = env_str("SANDBOX_GATEWAY_PATH", str(INSTANCE_DIR / "sandbox_gateway.db"))
 

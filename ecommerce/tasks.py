@@ -5,8 +5,10 @@ instance/ (SqliteHuey's storage); the consumer is a process of its own either wa
 
     huey_consumer ecommerce.worker.huey -k thread -w 4
 
-Tasks take ids, never ORM objects, run inside an app context, and are idempotent: the services
-they call check the state in the database before acting. Huey hands a job to one worker and
+Tasks take ids, never ORM objects, run inside the worker's app context (ecommerce/worker.py
+builds the app and binds it here), and are idempotent: the services they call check the state
+in the database before acting. Each task adds itself to the job registry (ecommerce/core/jobs.py),
+through which services enqueue it after their commit. Huey hands a job to one worker and
 forgets it (no acknowledgement), so a worker killed mid-job loses that copy; what makes jobs
 "never lost" is that their work is also recorded in the database (a pending payment, an owed
 email) and ``sweep`` hands anything left undone to a worker again: every minute and whenever a
@@ -30,9 +32,12 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from ecommerce.config import config_from_env
+from ecommerce.core.jobs import register_job
 from ecommerce.core.mail import MailUnavailable
 from ecommerce.core.metrics import register_scrape_time_collector
-from ecommerce.core.payment_gateway import TransientGatewayError
+from ecommerce.orders import emails
+from ecommerce.payments import services as payments
+from ecommerce.payments.gateway import TransientGatewayError
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +68,23 @@ def configure_queue(app: Flask) -> None:
 # -- the app the tasks run in -------------------------------------------------------------
 
 _app: Flask | None = None
-_app_lock = threading.Lock()
+
+
+def bind_app(app: Flask) -> None:
+    """The app this worker process runs its tasks in (ecommerce/worker.py)."""
+    global _app
+    _app = app
 
 
 def flask_app() -> Flask:
-    """The app this worker process runs tasks in, built once."""
-    global _app
-    with _app_lock:
-        if _app is None:
-            from ecommerce import create_app
-
-            _app = create_app()
-        return _app
+    if _app is None:
+        raise RuntimeError("no app bound: tasks run in the worker (huey_consumer ecommerce.worker.huey)")
+    return _app
 
 
 def app_task(**options: Any) -> Callable:
-    """A Huey task that runs inside an app context (its own database session)."""
+    """A Huey task that runs inside an app context (its own database session), and is in the
+    job registry under its name."""
 
     def decorator(func: Callable) -> Callable:
         @wraps(func)
@@ -86,7 +92,9 @@ def app_task(**options: Any) -> Callable:
             with flask_app().app_context():
                 return func(*args, **kwargs)
 
-        return huey.task(name=func.__name__, **options)(run)
+        task = huey.task(name=func.__name__, **options)(run)
+        register_job(func.__name__, task)
+        return task
 
     return decorator
 
@@ -97,42 +105,33 @@ def app_task(**options: Any) -> Callable:
 @app_task(retries=8, retry_delay=1, retry_backoff=2)
 def process_payment(payment_id: int) -> None:
     """Charge a pending payment and record the result (TransientGatewayError: retried)."""
-    from ecommerce.payments.services import process_payment as process
-
-    process(payment_id)
+    payments.process_payment(payment_id)
 
 
 @app_task(retries=8, retry_delay=1, retry_backoff=2)
 def refund_payment(payment_id: int) -> None:
     """Refund a succeeded payment of a cancelled order."""
-    from ecommerce.payments.services import refund_payment as refund
-
-    refund(payment_id)
+    payments.refund_payment(payment_id)
 
 
 @app_task(retries=10, retry_delay=2, retry_backoff=2)
 def send_order_email(email_id: int) -> None:
     """Send an owed order email (MailUnavailable: retried while the mail server is down)."""
-    from ecommerce.orders.services import send_order_email as send
-
-    send(email_id)
+    emails.send_order_email(email_id)
 
 
 def sweep_now() -> dict[str, int]:
     """Hand every payment, refund and email left undone too long to a worker again."""
-    from ecommerce.orders.services import emails_to_retry
-    from ecommerce.payments.services import payments_to_retry
-
     with flask_app().app_context():
-        pending, refunds = payments_to_retry()
-        emails = emails_to_retry()
+        pending, refunds = payments.payments_to_retry()
+        owed = emails.emails_to_retry()
     for payment_id in pending:
         process_payment(payment_id)
     for payment_id in refunds:
         refund_payment(payment_id)
-    for email_id in emails:
+    for email_id in owed:
         send_order_email(email_id)
-    found = {"payments": len(pending), "refunds": len(refunds), "emails": len(emails)}
+    found = {"payments": len(pending), "refunds": len(refunds), "emails": len(owed)}
     if any(found.values()):
         log.warning("sweep re-enqueued %s", found)
     return found

@@ -1,9 +1,10 @@
 import logging
 from logging.config import fileConfig
 
+from alembic import context
 from flask import current_app
 
-from alembic import context
+import ecommerce.models  # noqa: F401  every model, so the metadata compared is complete
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.

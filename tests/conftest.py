@@ -14,79 +14,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 import redis
 from flask import Flask, has_request_context, request, request_tearing_down
 from flask.globals import app_ctx
 from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import scoped_session
 
 from ecommerce import create_app
 from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
-
-TABLES = [
-    "order_emails",
-    "idempotency_keys",
-    "order_events",
-    "wishlist_items",
-    "wishlists",
-    "cart_items",
-    "shopping_carts",
-    "payments",
-    "order_items",
-    "orders",
-    "reviews",
-    "products",
-    "categories",
-    "auth_sessions",
-    "users",
-]
-
-
-def _server_admin(url: str):
-    """An autocommit connection to the maintenance database of the server ``url`` is on."""
-    parsed = make_url(url)
-    admin = psycopg2.connect(
-        host=parsed.host or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=parsed.username or "postgres",
-        password=parsed.password,
-        dbname="postgres",
-    )
-    admin.autocommit = True
-    return admin
-
-
-def drop_database(url: str) -> None:
-    """Drop the database ``url`` names (ending its sessions first), if it exists."""
-    name = make_url(url).database
-    admin = _server_admin(url)
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
-
-
-def _recreate_database(url: str) -> None:
-    drop_database(url)
-    admin = _server_admin(url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{make_url(url).database}"')
-    admin.close()
+from tests.factories import AdminFactory, UserFactory
+from tests.helpers import bearer, login, recreate_database, truncate_every_table
 
 
 @pytest.fixture(scope="session")
 def app() -> Iterator[Flask]:
-    _recreate_database(TestingConfig.SQLALCHEMY_DATABASE_URI)
+    recreate_database(TestingConfig.SQLALCHEMY_DATABASE_URI)
     application = create_app(TestingConfig)
     with application.app_context():
         upgrade(directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
@@ -169,10 +114,7 @@ def committed(app: Flask) -> Iterator[None]:
     """Let the test commit for real; empty every table afterwards."""
     yield
     with app.app_context():
-        db.session.remove()
-        db.session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        db.session.commit()
-        db.session.remove()
+        truncate_every_table()
 
 
 @pytest.fixture
@@ -181,42 +123,13 @@ def app_context(app: Flask) -> Iterator[None]:
         yield
 
 
-def login(client, username: str, password: str = "password123") -> dict:
-    response = client.post("/api/auth/login/", json={"username": username, "password": password})
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def new_customer(client):
-    """A fresh customer and the headers of their login."""
-    from tests.factories import UserFactory
-
-    customer = UserFactory()
-    return customer, bearer(login(client, customer.username)["access_token"])
-
-
-def assert_problem(response, status: int) -> dict:
-    """The response is an RFC 9457 problem with this status; returns its body."""
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.get_json()
-
-
 @pytest.fixture
 def user(client):
-    from tests.factories import UserFactory
-
     return UserFactory()
 
 
 @pytest.fixture
 def admin(client):
-    from tests.factories import AdminFactory
-
     return AdminFactory()
 
 
@@ -267,26 +180,11 @@ def make_instance(committed, build_app):
     return build_app
 
 
-def run_concurrently(calls: list, timeout: float = 60) -> list:
-    """Run every call in its own thread, released together by a barrier; their results in order."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    barrier = threading.Barrier(len(calls), timeout=timeout)
-
-    def run(call):
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls, timeout=timeout))
-
-
 @pytest.fixture(autouse=True)
 def _close_cache_breaker() -> None:
     # The catalog cache's circuit breaker is process-wide state: an app built on a dead Redis
     # opens it for a moment for every app in the process. Every test starts with it closed.
-    from ecommerce.core import cache as catalog_cache
+    from ecommerce.core.cache import store as catalog_cache
 
     catalog_cache._breaker_open_until = 0.0
 
@@ -296,13 +194,4 @@ def empty_database(app: Flask, committed: None) -> None:
     """Start from empty tables, for tests whose counts are absolute (``committed`` empties them
     again afterwards)."""
     with app.app_context():
-        db.session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        db.session.commit()
-        db.session.remove()
-
-
-def invoke_cli(app: Flask, *args: str):
-    """A ``flask`` command of ``app`` through Click's test runner. `flask` pushes an app context
-    for every app.cli command; the runner invokes the group directly, so it is pushed here."""
-    with app.app_context():
-        return app.test_cli_runner().invoke(args=list(args))
+        truncate_every_table()

@@ -11,9 +11,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from ecommerce.auth.models import AuthSession, new_id
+from ecommerce.core.db.session import conflict_on_duplicate
 from ecommerce.core.models import utcnow
 from ecommerce.errors import Conflict, Unauthorized
 from ecommerce.extensions import db
@@ -22,6 +22,7 @@ from ecommerce.users.models import Role, User
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid username or password."
+ALREADY_REGISTERED = "That username or email is already registered."
 
 
 def _hasher() -> PasswordHasher:
@@ -68,7 +69,7 @@ def register_user(
         select(func.count()).select_from(User).where(or_(User.username == username, User.email == email))
     )
     if taken:
-        raise Conflict("That username or email is already registered.")
+        raise Conflict(ALREADY_REGISTERED)
     user = User(
         username=username,
         email=email,
@@ -78,12 +79,8 @@ def register_user(
         role=role,
     )
     db.session.add(user)
-    try:
+    with conflict_on_duplicate(ALREADY_REGISTERED):  # lost a race with another registration
         db.session.commit()
-    except IntegrityError:
-        # Lost a race with another registration of the same name.
-        db.session.rollback()
-        raise Conflict("That username or email is already registered.") from None
     return user
 
 
@@ -145,7 +142,6 @@ def rotate_refresh_token(user: User, family_id: str, presented_jti: str) -> Toke
     if rotated == 1:
         db.session.commit()
         return pair
-    db.session.rollback()
     revoke_login(family_id, reason="refresh_reuse")
     # A security event: someone holds a copy of this refresh token (theft, or a buggy client).
     log.warning("refresh token reuse: login %s of user %s revoked", family_id, user.id)

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from ecommerce.core.models import IdMixin, TimestampMixin
 from ecommerce.extensions import db
 
+MAX_LINE_QUANTITY = 10_000  # units of one product in one cart line
+
 
 class ShoppingCart(IdMixin, TimestampMixin, db.Model):
     __tablename__ = "shopping_carts"

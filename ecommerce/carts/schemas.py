@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from ecommerce.carts.models import MAX_LINE_QUANTITY
 from ecommerce.core.schemas import Money
 
-MAX_LINE_QUANTITY = 10_000
 QUANTITY = validate.Range(min=1, max=MAX_LINE_QUANTITY)
 PRODUCT_ID = validate.Range(min=1, max=2**31 - 1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Integer, delete, literal, select
 from sqlalchemy.orm import Session
 
-from ecommerce.carts.models import CartItem, ShoppingCart
-from ecommerce.carts.schemas import MAX_LINE_QUANTITY
+from ecommerce.carts.models import MAX_LINE_QUANTITY, CartItem, ShoppingCart
+from ecommerce.core.db.session import locked
 from ecommerce.core.models import UTCDateTime, dialect_insert, owned_row_id, utcnow
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
@@ -26,13 +26,15 @@ def get_cart(user: User) -> ShoppingCart:
 
 
 def _own_item(user: User, item_id: int) -> CartItem:
+    # The line's row only: a racing delete or checkout commits first, then this finds no row
+    # (404) instead of updating or deleting a row that is gone.
     item = db.session.scalar(
-        select(CartItem)
-        .join(ShoppingCart, ShoppingCart.id == CartItem.cart_id)
-        .where(CartItem.id == item_id, ShoppingCart.user_id == user.id)
-        # The line's row only: a racing delete or checkout commits first, then this finds no row
-        # (404) instead of updating or deleting a row that is gone.
-        .with_for_update(of=CartItem)
+        locked(
+            select(CartItem)
+            .join(ShoppingCart, ShoppingCart.id == CartItem.cart_id)
+            .where(CartItem.id == item_id, ShoppingCart.user_id == user.id),
+            of=CartItem,
+        )
     )
     if item is None:
         raise NotFound("No such item in your cart.")
@@ -54,8 +56,7 @@ def add_item(user: User, product_id: int, quantity: int) -> tuple[CartItem, bool
         if added is None:  # the product went away meanwhile
             raise NotFound("No such product.")
     item_id, total_quantity = added
-    if total_quantity > MAX_LINE_QUANTITY:
-        session.rollback()
+    if total_quantity > MAX_LINE_QUANTITY:  # the upsert is rolled back with the request
         raise ValidationFailed({"quantity": [f"A cart line holds at most {MAX_LINE_QUANTITY} units."]})
     item = session.get(CartItem, item_id)  # loaded before the commit: the answer is what was written
     session.commit()

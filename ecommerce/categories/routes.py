@@ -14,10 +14,10 @@ blp = Blueprint("categories", __name__, url_prefix="/api/categories", descriptio
 
 @blp.route("/")
 class CategoriesView(MethodView):
-    @blp.response(200, CategorySchema(many=True))
+    @blp.cached_response(200, CategorySchema(many=True))
     def get(self):
         """List every category (the tree via parent_id; cached, with ETag)"""
-        return services.category_list().to_response()
+        return services.category_list()
 
     @blp.auth(role=Role.ADMIN)
     @blp.arguments(CategorySchema)

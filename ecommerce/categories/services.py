@@ -6,19 +6,13 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import exists, select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ecommerce.categories.models import Category
-from ecommerce.categories.schemas import CategorySchema
-from ecommerce.core.cache import (
-    CachedJSON,
-    get_or_compute,
-    invalidate_product_lists,
-    product_list_key,
-    product_list_version,
-)
-from ecommerce.core.replicas import CATALOG_SCOPE, read_from_replica
+from ecommerce.core.cache.purge import invalidate_product_lists
+from ecommerce.core.cache.store import CacheEntry, product_list_key, product_list_version
+from ecommerce.core.db.replicas import CATALOG_SCOPE, read_from_replica
+from ecommerce.core.db.session import conflict_on_duplicate
 from ecommerce.errors import Conflict, NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
@@ -26,7 +20,7 @@ from ecommerce.products.models import Product
 # Key of the transaction-scoped advisory lock that serialises tree moves on PostgreSQL, so
 # two concurrent moves (A under B, B under A) cannot both pass the loop check.
 TREE_LOCK_KEY = 7_231_001
-_categories_schema = CategorySchema(many=True)
+NAME_TAKEN = "A category with that name already exists under that parent."
 
 
 def list_categories() -> list[Category]:
@@ -34,21 +28,16 @@ def list_categories() -> list[Category]:
     return list(db.session.scalars(select(Category).order_by(Category.id)))
 
 
-def category_list() -> CachedJSON:
-    """Every category as finished JSON, cached with the product lists' generation.
+def category_list() -> CacheEntry:
+    """Every category, cached with the product lists' generation.
 
     Every category write starts a new generation (``invalidate_product_lists``), so the cached
     tree is never older than the last write, on any instance (it is also in the per-process
     layer). Under load the uncached tree was the slowest catalog read: the whole tree
     serialised on every request."""
-    version = product_list_version()
-    key = product_list_key(version, {"categories": "all"})
-
-    def compute() -> CachedJSON:
-        return CachedJSON.from_data(_categories_schema.dump(list_categories()))
-
-    return get_or_compute(
-        key, compute, current_app.config["PRODUCT_LIST_CACHE_TIMEOUT"], entity="category_list"
+    key = product_list_key(product_list_version(), {"categories": "all"})
+    return CacheEntry(
+        key, list_categories, current_app.config["PRODUCT_LIST_CACHE_TIMEOUT"], entity="category_list"
     )
 
 
@@ -91,20 +80,13 @@ def _check_parent(category_id: int | None, parent_id: int | None) -> None:
         ancestor = db.session.scalar(select(Category.parent_id).where(Category.id == ancestor))
 
 
-def _commit_or_conflict() -> None:
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("A category with that name already exists under that parent.") from None
-
-
 def create_category(data: dict[str, Any]) -> Category:
     _check_parent(None, data.get("parent_id"))
     category = Category(**data)
     db.session.add(category)
     invalidate_product_lists(db.session)  # the cached tree
-    _commit_or_conflict()
+    with conflict_on_duplicate(NAME_TAKEN):
+        db.session.commit()
     return category
 
 
@@ -118,7 +100,8 @@ def update_category(category_id: int, changes: dict[str, Any]) -> Category:
     invalidate_product_lists(db.session)
     for field, value in changes.items():
         setattr(category, field, value)
-    _commit_or_conflict()
+    with conflict_on_duplicate(NAME_TAKEN):
+        db.session.commit()
     return category
 
 

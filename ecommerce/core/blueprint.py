@@ -1,4 +1,5 @@
-"""The project's one Blueprint subclass: auth and roles in one place, documented the same way.
+"""The project's one Blueprint subclass: auth and roles in one place, documented the same way,
+and every response shaped once, by the view's own response schema.
 
 Every route that needs a user says ``@blp.auth()`` (any signed-in user) or
 ``@blp.auth(role=Role.ADMIN)``; the decorator verifies the JWT, loads the user, enforces the
@@ -6,6 +7,10 @@ role and documents the bearer scheme with its 401/403 answers in OpenAPI. A path
 documents its 404, a JSON body the 400/413/415 of middleware.py, and every error answer is
 documented as problem+json. Pagination answers carry an RFC 8288 ``Link`` header beside smorest's
 ``X-Pagination``.
+
+The schema given to ``response`` (or ``cached_response``) is the one place a response's shape is
+defined: ``cached_response`` dumps a catalog ``CacheEntry`` with it before the finished JSON is
+cached, and ``idempotent`` stores the response an ``Idempotency-Key`` replays with it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
 
-from ecommerce.core.idempotency import idempotent
+from ecommerce.core.cache.store import CacheEntry
+from ecommerce.core.idempotency import ResponseShape, idempotent
 from ecommerce.errors import Forbidden, ProblemSchema
 
 BODY_ERRORS = (
@@ -33,22 +39,26 @@ BODY_ERRORS = (
 )
 
 
+_SHAPE = "_ecommerce_response_shape"  # on a view function: its success status and schema
+
+
 class SharedSchemaParser(FlaskParser):
     """webargs builds a new instance of a Schema class for every request it parses (field
     deep copies included: an eighth of a cached list read). The argument schemas hold no
-    per-request state, so one instance per class serves every request."""
+    per-request state, so one instance per class serves every request (smorest's pagination
+    parameters are a Schema class; ``arguments`` below passes instances)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._instances: dict[type, ma.Schema] = {}
 
-    def _get_schema(self, argmap: Any, req: Any) -> ma.Schema:
+    def parse(self, argmap: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
             schema = self._instances.get(argmap)
             if schema is None:
                 schema = self._instances[argmap] = argmap()
-            return schema
-        return super()._get_schema(argmap, req)
+            argmap = schema
+        return super().parse(argmap, *args, **kwargs)
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -76,10 +86,10 @@ class Blueprint(flask_smorest.Blueprint):
 
         A body whose schema requires no field may be left out (it reads as ``{}``), and is
         documented so."""
+        schema = resolve_schema_instance(schema)
         if location != "json":
             return super().arguments(schema, location=location, **kwargs)
-        fields_ = resolve_schema_instance(schema).fields.values()
-        kwargs.setdefault("required", any(field.required for field in fields_))
+        kwargs.setdefault("required", any(field.required for field in schema.fields.values()))
         parse = super().arguments(schema, location=location, **kwargs)
 
         def decorator(func: Callable) -> Callable:
@@ -87,6 +97,40 @@ class Blueprint(flask_smorest.Blueprint):
             for status, description in BODY_ERRORS:
                 func = self.alt_response(status, description=description)(func)
             return func
+
+        return decorator
+
+    def response(self, status_code, schema=None, **kwargs: Any) -> Callable:
+        """smorest's ``response``; the view also remembers its status and schema, for the
+        response an ``Idempotency-Key`` stores (``idempotent``)."""
+        schema = resolve_schema_instance(schema)
+        register = super().response(status_code, schema, **kwargs)
+
+        def decorator(func: Callable) -> Callable:
+            wrapper = register(func)
+            setattr(wrapper, _SHAPE, ResponseShape(int(status_code), schema.dump if schema else None))
+            return wrapper
+
+        return decorator
+
+    def cached_response(self, status_code, schema, **doc: Any) -> Callable:
+        """``response`` for a view that returns a catalog ``CacheEntry``: the data read on a miss
+        is dumped with ``schema`` and cached as finished JSON; a hit sends the stored bytes with
+        their ETag (304 for a matching If-None-Match). Place it below ``paginate``: a cached
+        page carries its total, from which the pagination headers are made."""
+        schema = resolve_schema_instance(schema)
+
+        def decorator(func: Callable) -> Callable:
+            @wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                entry: CacheEntry = func(*args, **kwargs)
+                cached = entry.json(schema.dump)
+                page = kwargs.get("pagination_parameters")
+                if page is not None:
+                    page.item_count = cached.total
+                return cached.to_response()
+
+            return self.response(status_code, schema, **doc)(wrapper)
 
         return decorator
 
@@ -120,10 +164,16 @@ class Blueprint(flask_smorest.Blueprint):
         return decorator
 
     def idempotent(self, scope: str) -> Callable:
-        """Honour ``Idempotency-Key`` (place after ``auth``: keys are kept per user)."""
+        """Honour ``Idempotency-Key`` (place after ``auth``: keys are kept per user; above
+        ``response``, whose schema shapes the stored response)."""
 
         def decorator(func: Callable) -> Callable:
-            wrapper = idempotent(scope)(func)
+            shape = getattr(func, _SHAPE, None)
+            if shape is None or shape.dump is None:
+                raise TypeError(
+                    f"{func.__qualname__}: put @blp.idempotent above @blp.response(status, schema)"
+                )
+            wrapper = idempotent(scope, shape)(func)
             wrapper = self.doc(
                 parameters=[
                     {
@@ -148,7 +198,9 @@ class Blueprint(flask_smorest.Blueprint):
     def _set_pagination_metadata(self, page_params, result, headers):
         """``X-Pagination`` (smorest's metadata, in its field order) and an RFC 8288 ``Link``
         header with the first, previous, next and last pages. Built directly: smorest's own
-        path makes a schema instance and a JSON round trip per request."""
+        path makes a schema instance and a JSON round trip per request. (The method is
+        smorest's customisation point for pagination metadata; its own test suite overrides
+        it the same way.)"""
         if headers is None:
             headers = {}
         meta = _pagination_metadata(page_params.page, page_params.page_size, page_params.item_count)

@@ -8,9 +8,10 @@ How "exactly once" holds across app instances and restarts:
 
 1. ``claim`` inserts the key row (state ``in_progress``, a fresh ``claim_token``) in its own
    short transaction; the UNIQUE constraint lets exactly one of many parallel calls win.
-2. The service that does the work calls ``complete_in_transaction`` before it commits: the row
-   becomes ``completed`` with the response, in the same transaction as the order itself, and
-   only if the claim token is still ours. So an order never exists without its stored response,
+2. The service that does the work calls ``record_response`` with its result before it
+   commits: the row becomes ``completed`` with the response (the result dumped by the view's
+   own response schema), in the same transaction as the order itself, and only if the claim
+   token is still ours. So an order never exists without its stored response,
    and a claim taken over by a later retry makes the earlier call roll back.
 3. A call that fails with a domain error (409, 422) stores that error as its response; a call
    that fails unexpectedly releases the claim, so the client may simply retry.
@@ -41,6 +42,7 @@ from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ecommerce.core.db.session import locked
 from ecommerce.core.models import UTCDateTime, dialect_insert, utcnow
 from ecommerce.errors import Conflict, DomainError, ValidationFailed, handle_domain_error
 from ecommerce.extensions import db
@@ -82,6 +84,14 @@ class IdempotencyKey(db.Model):
 class Claim:
     id: int
     token: str
+
+
+@dataclass(frozen=True)
+class ResponseShape:
+    """A view's success status and the dump of its response schema (core/blueprint.py)."""
+
+    status: int
+    dump: Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
@@ -131,18 +141,18 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
     postgres = session.get_bind().dialect.name == "postgresql"
     try:
         existing = session.scalar(
-            select(IdempotencyKey)
-            .where(
-                IdempotencyKey.user_id == user_id,
-                IdempotencyKey.scope == scope,
-                IdempotencyKey.key == key,
+            locked(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.user_id == user_id,
+                    IdempotencyKey.scope == scope,
+                    IdempotencyKey.key == key,
+                ),
+                nowait=postgres,
             )
-            .with_for_update(nowait=postgres)
         )
     except OperationalError as error:
         if getattr(error.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
             raise
-        session.rollback()
         raise Conflict("A request with this Idempotency-Key is still being processed; retry later.") from None
     if existing is None:
         # The row went away after the INSERT saw it (a failed call released it, or the purge
@@ -161,7 +171,7 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
         existing.response_status = existing.response_body = existing.response_content_type = None
         session.commit()
         return _hold(session, Claim(existing.id, token))
-    session.rollback()
+    session.rollback()  # the key's lock goes; the answer is read from ``existing``
     if existing.fingerprint != fingerprint:
         raise ValidationFailed(
             {HEADER: ["This key was already used with a different request."]},
@@ -175,22 +185,21 @@ def claim(user_id: int, scope: str, key: str, fingerprint: str) -> Claim | Repla
 def _hold(session: Session, current: Claim) -> Claim:
     """Lock the claimed key in the transaction that does the work (the session's next one),
     so that a retry can tell a running owner (locked) from a dead one (unlocked)."""
-    session.execute(select(IdempotencyKey.id).where(IdempotencyKey.id == current.id).with_for_update())
+    session.execute(locked(select(IdempotencyKey.id).where(IdempotencyKey.id == current.id)))
     return current
 
 
-def complete_in_transaction(session: Session, status: int, payload: Callable[[], Any]) -> None:
-    """Store the response of the current call, in the caller's transaction (before its commit).
-
-    ``payload`` makes the response body; it is only called when the request carries an
-    ``Idempotency-Key``. If the claim was taken over meanwhile, the caller's transaction must
-    not commit: Conflict is raised.
-    """
+def record_response(session: Session, result: Any) -> None:
+    """Store what the current call answers (``result``, dumped as its view's response), in the
+    caller's transaction, before its commit. Nothing to do without an ``Idempotency-Key``.
+    If the claim was taken over meanwhile, the caller's transaction must not commit: Conflict
+    is raised."""
     current: Claim | None = g.get("idempotency_claim")
     if current is None:
         return
-    body = json.dumps(payload(), separators=(",", ":")).encode()
-    _finish(session, current, status, "application/json", body)
+    shape: ResponseShape = g.idempotency_shape
+    body = json.dumps(shape.dump(result), separators=(",", ":")).encode()
+    _finish(session, current, shape.status, "application/json", body)
 
 
 def _finish(session: Session, current: Claim, status: int, content_type: str, body: bytes) -> None:
@@ -216,12 +225,12 @@ def _finish(session: Session, current: Claim, status: int, content_type: str, bo
 
 
 def _store_error(current: Claim, response: Response) -> None:
-    db.session.rollback()
+    db.session.rollback()  # what the failed call did goes; its error answer is stored instead
     try:
         _finish(db.session, current, response.status_code, response.mimetype, response.get_data())
         db.session.commit()
     except DomainError:
-        db.session.rollback()
+        pass  # the claim was taken over: nothing to store (the request rolls back)
 
 
 def _release(current: Claim) -> None:
@@ -243,8 +252,9 @@ def _release(current: Claim) -> None:
         )
 
 
-def idempotent(scope: str) -> Callable:
-    """Honour ``Idempotency-Key`` on this view (after auth: keys are per user)."""
+def idempotent(scope: str, shape: ResponseShape) -> Callable:
+    """Honour ``Idempotency-Key`` on this view (after auth: keys are per user); ``shape`` makes
+    the stored response (``record_response``)."""
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
@@ -258,6 +268,7 @@ def idempotent(scope: str) -> Callable:
             if isinstance(outcome, Replay):
                 return outcome.to_response()
             g.idempotency_claim = outcome
+            g.idempotency_shape = shape
             try:
                 return view(*args, **kwargs)
             except DomainError as error:

@@ -1,5 +1,6 @@
-"""Prometheus plumbing shared by the web app and the worker: scrape-time collectors, the registry
-``/metrics`` serves under gunicorn's multiprocess mode, and the database pool gauges.
+"""Prometheus plumbing shared by the web app and the worker: scrape-time collectors, and the
+registry ``/metrics`` serves under gunicorn's multiprocess mode (the pool gauges are in
+ecommerce/core/db/engine.py).
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set, every worker writes its Counters, Histograms and Gauges to
 files in that folder and ``/metrics`` (answered by any one worker) sums them. Collectors that
@@ -9,14 +10,11 @@ added to that registry as well, besides the default registry that a single proce
 
 from __future__ import annotations
 
-import threading
-import weakref
-
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 _scrape_time_collectors: list[Collector] = []
 
@@ -52,62 +50,14 @@ class OnlyNamed:
                 yield metric
 
 
-# -- database pool --------------------------------------------------------------------------
-# Each gunicorn worker has a pool of its own. The gauges are written by the process that owns
-# the pool; "livesum" adds the live workers' values up (a dead worker's files are removed by
-# gunicorn.conf.py's child_exit), so /metrics on an instance reports the instance's total.
+class MultiprocessMetrics(GunicornInternalPrometheusMetrics):
+    """/metrics under gunicorn: the exporter's own multiprocess registry sums the workers' files
+    but would drop the collectors that compute at scrape time (the queue length); this one
+    serves both."""
 
-DB_POOL_CHECKED_OUT = Gauge(
-    "ecommerce_db_pool_checked_out",
-    "Database connections in use (checked out of the pool), summed over the live workers",
-    multiprocess_mode="livesum",
-)
-DB_POOL_SIZE = Gauge(
-    "ecommerce_db_pool_size",
-    "Connections the pool keeps (DB_POOL_SIZE), summed over the live workers",
-    multiprocess_mode="livesum",
-)
-DB_POOL_CAPACITY = Gauge(
-    "ecommerce_db_pool_capacity",
-    "Most connections the pool hands out (DB_POOL_SIZE + DB_MAX_OVERFLOW), summed over the live workers",
-    multiprocess_mode="livesum",
-)
-
-_CHECKED_OUT_MARK = "ecommerce_metrics_checked_out"
-_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
-_engines_lock = threading.Lock()
-
-
-def _on_checkout(_dbapi_connection, record, _proxy) -> None:
-    # record_info survives a reconnect of the record, so every counted checkout is uncounted once.
-    if not record.record_info.get(_CHECKED_OUT_MARK):
-        record.record_info[_CHECKED_OUT_MARK] = True
-        DB_POOL_CHECKED_OUT.inc()
-
-
-def _on_checkin(_dbapi_connection, record) -> None:
-    if record.record_info.pop(_CHECKED_OUT_MARK, False):
-        DB_POOL_CHECKED_OUT.dec()
-
-
-def _pool_limits(engine: Engine) -> tuple[int, int]:
-    pool = engine.pool
-    size = pool.size() if hasattr(pool, "size") else 1
-    return size, size + max(getattr(pool, "_max_overflow", 0), 0)
-
-
-def instrument_pool(engine: Engine) -> None:
-    """Count ``engine``'s checked-out connections; its listeners survive ``dispose()``.
-
-    Several apps (each with an engine) may live in one process, as in the tests: the size
-    gauges add their pools up.
-    """
-    with _engines_lock:
-        if engine in _engines:
-            return
-        _engines.add(engine)
-        limits = [_pool_limits(each) for each in _engines]
-    event.listen(engine, "checkout", _on_checkout)
-    event.listen(engine, "checkin", _on_checkin)
-    DB_POOL_SIZE.set(sum(size for size, _ in limits))
-    DB_POOL_CAPACITY.set(sum(capacity for _, capacity in limits))
+    def generate_metrics(self, accept_header=None, names=None):
+        registry = multiprocess_registry()
+        if names:
+            registry = OnlyNamed(registry, names)
+        encoder, content_type = choose_encoder(accept_header)
+        return encoder(registry).decode("utf-8"), content_type

@@ -5,8 +5,12 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Integer, TypeDecorator, func
+from sqlalchemy import DateTime, Enum, Integer, TypeDecorator, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
+
+from ecommerce.extensions import db
 
 
 def utcnow() -> datetime:
@@ -62,8 +66,6 @@ class StrEnum(enum.StrEnum):
 
 
 def enum_column_type(enum_cls: type[StrEnum], name: str):
-    from sqlalchemy import Enum
-
     return Enum(
         enum_cls,
         name=name,
@@ -77,11 +79,7 @@ def enum_column_type(enum_cls: type[StrEnum], name: str):
 
 def dialect_insert(model, bind_dialect: str):
     """INSERT with ON CONFLICT support, for PostgreSQL or SQLite (both spell it the same)."""
-    if bind_dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+    return (postgresql_insert if bind_dialect == "postgresql" else sqlite_insert)(model)
 
 
 def owned_row_id(model, user_id: int) -> int:
@@ -89,10 +87,6 @@ def owned_row_id(model, user_id: int) -> int:
 
     Safe when two first requests race: the insert yields to the UNIQUE (user_id) constraint.
     """
-    from sqlalchemy import select
-
-    from ecommerce.extensions import db
-
     session = db.session
     row_id = session.scalar(select(model.id).where(model.user_id == user_id))
     if row_id is not None:

@@ -62,4 +62,4 @@ class Rating(fields.Float):
 
 
 def utc_iso(value: datetime) -> str:
-    return UTCDateTime()._serialize(value, None, None)
+    return UTCDateTime().serialize("at", {"at": value})

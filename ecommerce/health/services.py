@@ -14,11 +14,10 @@ log = logging.getLogger(__name__)
 
 def check_database() -> str:
     try:
-        db.session.execute(text("SELECT 1"))
-        db.session.rollback()
+        with db.engine.connect() as connection:  # a pooled connection, returned at once
+            connection.execute(text("SELECT 1"))
         return "ok"
     except Exception as exc:  # any failure means "not ready"
-        db.session.rollback()
         log.warning("readiness: database check failed: %s", exc)
         return "down"
 

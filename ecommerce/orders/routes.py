@@ -6,7 +6,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 
 from ecommerce.core.blueprint import Blueprint
-from ecommerce.orders import services
+from ecommerce.orders import checkout, services
 from ecommerce.orders.schemas import (
     OrderCreateSchema,
     OrderDetailSchema,
@@ -38,7 +38,7 @@ class OrdersView(MethodView):
     @blp.response(201, OrderSchema)
     def post(self, data):
         """Check out the whole cart: stock for every line or for none"""
-        return services.place_order(current_user, data)
+        return checkout.place_order(current_user, data)
 
 
 @blp.route("/<int:order_id>/")

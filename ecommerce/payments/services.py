@@ -22,34 +22,33 @@ from typing import Any
 from flask import current_app
 from prometheus_client import Counter
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
-from ecommerce.core.idempotency import complete_in_transaction
+from ecommerce.core.db.session import conflict_on_duplicate, locked
+from ecommerce.core.idempotency import record_response
 from ecommerce.core.jobs import enqueue_after_commit
 from ecommerce.core.models import utcnow
-from ecommerce.core.payment_gateway import ChargeResult, gateway
 from ecommerce.errors import Conflict, NotFound
 from ecommerce.extensions import db
+from ecommerce.orders.emails import owe_order_email
 from ecommerce.orders.models import Order, OrderEmailKind, OrderStatus
-from ecommerce.orders.services import move_order, owe_order_email
+from ecommerce.orders.services import move_order
+from ecommerce.payments.gateway import ChargeResult, gateway
 from ecommerce.payments.models import Payment, PaymentStatus
-from ecommerce.payments.schemas import PaymentSchema
 from ecommerce.users.models import Role, User
 
 PAYMENTS = Counter("ecommerce_payments_total", "Payments by outcome", ["status"])
-_payment_schema = PaymentSchema()
+ALREADY_PAYING = "This order already has a payment pending or succeeded."
 
 
 def create_payment(actor: User, order_id: int, data: dict[str, Any]) -> Payment:
     """Start paying for one's own pending order; a worker does the charging."""
     session = db.session
     order = session.scalar(
-        select(Order).where(Order.id == order_id, Order.user_id == actor.id).with_for_update(key_share=True)
+        locked(select(Order).where(Order.id == order_id, Order.user_id == actor.id), key_share=True)
     )
     if order is None:
         raise NotFound("No such order.")
     if order.order_status != OrderStatus.PENDING:
-        session.rollback()
         raise Conflict(f"Only a pending order can be paid; this one is {order.order_status.value}.")
     active = session.scalar(
         select(Payment.id).where(
@@ -58,8 +57,7 @@ def create_payment(actor: User, order_id: int, data: dict[str, Any]) -> Payment:
         )
     )
     if active is not None:
-        session.rollback()
-        raise Conflict("This order already has a payment pending or succeeded.")
+        raise Conflict(ALREADY_PAYING)
     payment = Payment(
         order_id=order.id,
         payment_method=data["payment_method"],
@@ -69,13 +67,10 @@ def create_payment(actor: User, order_id: int, data: dict[str, Any]) -> Payment:
         token=data["token"],
     )
     session.add(payment)
-    try:
+    with conflict_on_duplicate(ALREADY_PAYING):  # the partial unique index: a racing request won
         session.flush()
-    except IntegrityError:  # the partial unique index: a racing request got there first
-        session.rollback()
-        raise Conflict("This order already has a payment pending or succeeded.") from None
     enqueue_after_commit(session, "process_payment", payment.id)
-    complete_in_transaction(session, 202, lambda: _payment_schema.dump(payment))
+    record_response(session, payment)
     session.commit()
     PAYMENTS.labels(PaymentStatus.PENDING.value).inc()
     return payment
@@ -99,7 +94,6 @@ def process_payment(payment_id: int) -> None:
     session = db.session
     payment = session.get(Payment, payment_id)
     if payment is None or payment.status != PaymentStatus.PENDING:
-        session.rollback()
         return
     session.execute(update(Payment).where(Payment.id == payment_id).values(attempts=Payment.attempts + 1))
     session.commit()
@@ -111,11 +105,10 @@ def record_payment_result(payment_id: int, result: ChargeResult) -> None:
     """Record the gateway's answer once; a success pays the order in the same transaction."""
     session = db.session
     payment = session.scalar(
-        select(Payment).where(Payment.id == payment_id).with_for_update(of=Payment, key_share=True)
+        locked(select(Payment).where(Payment.id == payment_id), of=Payment, key_share=True)
     )
     if payment is None or payment.status != PaymentStatus.PENDING:
-        session.rollback()  # another run of this job recorded it already
-        return
+        return  # another run of this job recorded it already (the job's end rolls back)
     if not result.approved:
         payment.status = PaymentStatus.FAILED
         payment.failure_reason = result.decline_reason or "declined"
@@ -125,7 +118,7 @@ def record_payment_result(payment_id: int, result: ChargeResult) -> None:
     payment.status = PaymentStatus.SUCCEEDED
     payment.transaction_id = result.transaction_id
     order = session.scalar(
-        select(Order).where(Order.id == payment.order_id).with_for_update(of=Order, key_share=True)
+        locked(select(Order).where(Order.id == payment.order_id), of=Order, key_share=True)
     )
     if order.order_status == OrderStatus.PENDING:
         move_order(order, OrderStatus.PAID, None, f"payment {payment.id} succeeded")
@@ -146,7 +139,6 @@ def refund_payment(payment_id: int) -> None:
         or payment.status != PaymentStatus.SUCCEEDED
         or payment.order.order_status != OrderStatus.CANCELLED
     ):
-        session.rollback()
         return
     refund_id = gateway().refund(payment.idempotency_key)
     refunded = session.execute(
@@ -175,5 +167,4 @@ def payments_to_retry() -> tuple[list[int], list[int]]:
             Payment.updated_at < cutoff,
         )
     ).all()
-    db.session.rollback()
     return list(pending), list(refunds)

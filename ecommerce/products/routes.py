@@ -15,15 +15,13 @@ blp = Blueprint("products", __name__, url_prefix="/api/products", description="P
 @blp.route("/")
 class ProductsView(MethodView):
     @blp.arguments(ProductQueryArgsSchema, location="query")
-    @blp.response(200, ProductSchema(many=True))
     @blp.paginate()
+    @blp.cached_response(200, ProductSchema(many=True))
     def get(self, filters, pagination_parameters):
         """List products, filtered and sorted (cached)"""
-        page = services.product_list_page(
+        return services.product_list_page(
             filters, pagination_parameters.page, pagination_parameters.page_size
         )
-        pagination_parameters.item_count = page.total
-        return page.to_response()
 
     @blp.auth(role=Role.ADMIN)
     @blp.arguments(ProductSchema)
@@ -35,11 +33,11 @@ class ProductsView(MethodView):
 
 @blp.route("/<int:product_id>/")
 class ProductByIdView(MethodView):
-    @blp.response(200, ProductSchema)
+    @blp.cached_response(200, ProductSchema)
     @blp.alt_response(304, description="Not modified (If-None-Match)")
     def get(self, product_id):
         """Read a product (cached, with ETag)"""
-        return services.product_detail(product_id).to_response()
+        return services.product_detail(product_id)
 
     @blp.auth(role=Role.ADMIN)
     @blp.arguments(ProductUpdateSchema)

@@ -1,4 +1,7 @@
-"""The catalog: cached reads, and writes that purge the cache after they commit."""
+"""The catalog: cached reads, and writes that purge the cache after they commit.
+
+The cached reads return a ``CacheEntry`` (the key, and how to read the data on a miss); the
+route dumps the data with its own response schema once per fill (``cached_response``)."""
 
 from __future__ import annotations
 
@@ -9,22 +12,19 @@ from sqlalchemy import Select, func, literal_column, or_, select
 
 from ecommerce.categories.models import Category
 from ecommerce.categories.services import descendant_ids
-from ecommerce.core.cache import (
-    CachedJSON,
+from ecommerce.core.cache.purge import invalidate_product
+from ecommerce.core.cache.store import (
+    CacheEntry,
+    Page,
     get_or_compute,
-    invalidate_product,
     product_key,
     product_list_key,
     product_list_version,
 )
-from ecommerce.core.replicas import CATALOG_SCOPE, read_from_replica
+from ecommerce.core.db.replicas import CATALOG_SCOPE, read_from_replica
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.products.models import Product, search_document
-from ecommerce.products.schemas import ProductSchema
-
-_product_schema = ProductSchema()
-_products_schema = ProductSchema(many=True)
 
 SORT_COLUMNS = {
     "price": (Product.price.asc(), Product.id.asc()),
@@ -45,25 +45,24 @@ def get_product(product_id: int) -> Product:
     return product
 
 
-# The columns a product's JSON shows, read as a plain row: a cache miss needs no ORM object
-# (identity map, instance state), and ProductSchema dumps a row's attributes just the same.
-_DETAIL_COLUMNS = [Product.__table__.c[name] for name in ProductSchema().dump_fields]
-_DETAIL = select(*_DETAIL_COLUMNS)
+# A product read as a plain row: a cache miss needs no ORM object (identity map, instance
+# state), and the response schema dumps a row's attributes just the same.
+_DETAIL = select(Product.__table__)
 
 
-def product_detail(product_id: int) -> CachedJSON:
-    """The product as finished JSON, from the cache when warm."""
+def product_detail(product_id: int) -> CacheEntry:
+    """The product, from the cache when warm; purged by every write to it."""
 
-    def compute() -> CachedJSON:
+    def read():
         read_from_replica(CATALOG_SCOPE)  # a miss is filled from a replica that has every write
         row = db.session.execute(_DETAIL.where(Product.__table__.c.id == product_id)).first()
         if row is None:
             raise NotFound("No such product.")
-        return CachedJSON.from_data(_product_schema.dump(row))
+        return row
 
-    return get_or_compute(
+    return CacheEntry(
         product_key(product_id),
-        compute,
+        read,
         current_app.config["PRODUCT_CACHE_TIMEOUT"],
         entity="product",
         guard_writes=True,
@@ -118,8 +117,8 @@ def list_products(filters: dict[str, Any], page: int, page_size: int) -> tuple[l
     return products, total
 
 
-def product_list_page(filters: dict[str, Any], page: int, page_size: int) -> CachedJSON:
-    """One page of the product list as finished JSON (with its total), cached per filter set.
+def product_list_page(filters: dict[str, Any], page: int, page_size: int) -> CacheEntry:
+    """One page of the product list (with its total), cached per filter set.
 
     The total is cached on its own, once per filter set: counting is the costly half of an
     uncached page (a scan of every matching row), and every page of a filter shares it.
@@ -132,16 +131,16 @@ def product_list_page(filters: dict[str, Any], page: int, page_size: int) -> Cac
         read_from_replica(CATALOG_SCOPE)
         return count_products(filters)
 
-    def compute() -> CachedJSON:
+    def read() -> Page:
         count_filters = {name: value for name, value in filters.items() if name != "sort"}
         read_from_replica(CATALOG_SCOPE)
         count_key = product_list_key(version, {**count_filters, "count": True})
         total = get_or_compute(count_key, compute_total, timeout, entity="product_count")
         offset = (page - 1) * page_size
         products = page_of_products(filters, page, page_size) if offset < total else []
-        return CachedJSON.from_data(_products_schema.dump(products), total=total)
+        return Page(products, total)
 
-    return get_or_compute(key, compute, timeout, entity="product_list")
+    return CacheEntry(key, read, timeout, entity="product_list")
 
 
 def _check_category(category_id: int) -> None:

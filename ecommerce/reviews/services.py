@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import case, func, literal_column, select, update
-from sqlalchemy.exc import IntegrityError
 
-from ecommerce.core.cache import invalidate_product
-from ecommerce.core.replicas import CATALOG_SCOPE, read_from_replica
-from ecommerce.errors import Conflict, Forbidden, NotFound
+from ecommerce.core.cache.purge import invalidate_product
+from ecommerce.core.db.replicas import CATALOG_SCOPE, read_from_replica
+from ecommerce.core.db.session import conflict_on_duplicate, locked
+from ecommerce.errors import Forbidden, NotFound
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
 from ecommerce.products.services import get_product
@@ -58,7 +58,7 @@ def list_reviews(product_id: int, page: int, page_size: int) -> tuple[list[Revie
 def get_review(review_id: int, *, for_update: bool = False) -> Review:
     statement = select(Review).where(Review.id == review_id)
     if for_update:
-        statement = statement.with_for_update(of=Review)
+        statement = locked(statement, of=Review)
     review = db.session.scalar(statement)
     if review is None:
         raise NotFound("No such review.")
@@ -74,11 +74,8 @@ def create_review(actor: User, product_id: int, data: dict[str, Any]) -> Review:
     get_product(product_id)
     review = Review(product_id=product_id, user_id=actor.id, **data)
     db.session.add(review)
-    try:
+    with conflict_on_duplicate("You have already reviewed this product."):
         db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("You have already reviewed this product.") from None
     _move_aggregate(product_id, data["rating"], 1)
     db.session.commit()
     return review

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
 
 from ecommerce.auth.services import hash_password, register_user, revoke_other_logins, verify_password
-from ecommerce.errors import Conflict, NotFound, ValidationFailed
+from ecommerce.core.db.session import conflict_on_duplicate
+from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.users.models import Role, User
 
@@ -17,6 +17,13 @@ def get_user(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound("No such user.")
+    return user
+
+
+def _user_named(username: str) -> User:
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"No user named {username}.")
     return user
 
 
@@ -48,14 +55,29 @@ def update_profile(user: User, changes: dict[str, Any], current_family_id: str |
     for field in ("first_name", "last_name"):
         if field in changes:
             setattr(user, field, changes[field])
-    try:
+    with conflict_on_duplicate("That email is already registered."):
         db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("That email is already registered.") from None
     return user
 
 
 def create_admin(username: str, email: str, password: str) -> User:
     """Create an admin account (the CLI's only way to make one)."""
     return register_user(username=username, email=email, password=password, role=Role.ADMIN)
+
+
+def set_role(username: str, role: Role) -> User:
+    """Give an account a role; its live tokens carry it from their next request (roles are read
+    from the database on every request)."""
+    user = _user_named(username)
+    user.role = role
+    db.session.commit()
+    return user
+
+
+def deactivate_user(username: str) -> User:
+    """Block an account: it can no longer log in, and every login it has ends now."""
+    user = _user_named(username)
+    user.is_active = False
+    revoke_other_logins(user.id, None, reason="deactivated")
+    db.session.commit()
+    return user

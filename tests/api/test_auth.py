@@ -11,8 +11,8 @@ import pytest
 from flask_jwt_extended import create_access_token, decode_token
 
 from ecommerce.extensions import db
-from tests.conftest import bearer, login
 from tests.factories import PASSWORD, UserFactory
+from tests.helpers import bearer, login
 
 REGISTER = "/api/auth/register/"
 LOGIN = "/api/auth/login/"

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import assert_problem, new_customer
 from tests.factories import ProductFactory
+from tests.helpers import assert_problem, new_customer
 
 CART_FIELDS = {"id", "items", "total_amount"}
 LINE_FIELDS = {"id", "product_id", "quantity", "unit_price", "line_total"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import CategoryFactory, ProductFactory
+from tests.helpers import assert_problem
 
 CATEGORY_FIELDS = {"id", "name", "description", "parent_id", "created_at", "updated_at"}
 
@@ -15,19 +16,11 @@ def _create(client, headers, **body):
     return response.get_json()
 
 
-def _assert_problem(response, status):
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    problem = response.get_json()
-    assert problem["status"] == status and problem["title"] and problem["detail"]
-    return problem
-
-
 def test_category_lifecycle(client, admin_headers, user_headers):
     body = {"name": "Garden Tools", "description": "Everything for the garden"}
 
-    _assert_problem(client.post("/api/categories/", json=body), 401)
-    _assert_problem(client.post("/api/categories/", json=body, headers=user_headers), 403)
+    assert_problem(client.post("/api/categories/", json=body), 401)
+    assert_problem(client.post("/api/categories/", json=body, headers=user_headers), 403)
 
     created = client.post("/api/categories/", json=body, headers=admin_headers)
     assert created.status_code == 201
@@ -46,7 +39,7 @@ def test_category_lifecycle(client, admin_headers, user_headers):
     duplicate = client.post(
         "/api/categories/", json={"name": "Shovels", "parent_id": garden["id"]}, headers=admin_headers
     )
-    _assert_problem(duplicate, 409)
+    assert_problem(duplicate, 409)
     kitchen = _create(client, admin_headers, name="Kitchen Tools")
     kitchen_shovels = _create(client, admin_headers, name="Shovels", parent_id=kitchen["id"])
     assert kitchen_shovels["id"] != shovels["id"]
@@ -79,11 +72,11 @@ def test_category_lifecycle(client, admin_headers, user_headers):
     assert renamed.get_json()["name"] == "Garden Hoses" and renamed.get_json()["parent_id"] == garden["id"]
     # Renaming onto a sibling's name is the same conflict as creating it.
     taken = client.patch(f"/api/categories/{hoses['id']}/", json={"name": "Shovels"}, headers=admin_headers)
-    _assert_problem(taken, 409)
-    _assert_problem(
+    assert_problem(taken, 409)
+    assert_problem(
         client.patch(f"/api/categories/{hoses['id']}/", json={"name": "X"}, headers=user_headers), 403
     )
-    _assert_problem(client.patch(f"/api/categories/{hoses['id']}/", json={"name": "X"}), 401)
+    assert_problem(client.patch(f"/api/categories/{hoses['id']}/", json={"name": "X"}), 401)
 
     # Move under another parent, then back to the top level.
     moved = client.patch(
@@ -95,7 +88,7 @@ def test_category_lifecycle(client, admin_headers, user_headers):
     garden_children = client.get(f"/api/categories/{garden['id']}/").get_json()["children"]
     assert [child["id"] for child in garden_children] == [shovels["id"]]
     # Moving Shovels into Kitchen, which already has a "Shovels", is a conflict.
-    _assert_problem(
+    assert_problem(
         client.patch(
             f"/api/categories/{shovels['id']}/", json={"parent_id": kitchen["id"]}, headers=admin_headers
         ),
@@ -105,14 +98,14 @@ def test_category_lifecycle(client, admin_headers, user_headers):
     assert to_root.status_code == 200 and to_root.get_json()["parent_id"] is None
 
     # Delete: children and products block it; an empty category goes, then is gone.
-    _assert_problem(client.delete(f"/api/categories/{garden['id']}/", headers=admin_headers), 409)
+    assert_problem(client.delete(f"/api/categories/{garden['id']}/", headers=admin_headers), 409)
     ProductFactory(category_id=shovels["id"])
-    _assert_problem(client.delete(f"/api/categories/{shovels['id']}/", headers=admin_headers), 409)
-    _assert_problem(client.delete(f"/api/categories/{hoses['id']}/", headers=user_headers), 403)
-    _assert_problem(client.delete(f"/api/categories/{hoses['id']}/"), 401)
+    assert_problem(client.delete(f"/api/categories/{shovels['id']}/", headers=admin_headers), 409)
+    assert_problem(client.delete(f"/api/categories/{hoses['id']}/", headers=user_headers), 403)
+    assert_problem(client.delete(f"/api/categories/{hoses['id']}/"), 401)
     assert client.delete(f"/api/categories/{hoses['id']}/", headers=admin_headers).status_code == 204
-    _assert_problem(client.get(f"/api/categories/{hoses['id']}/"), 404)
-    _assert_problem(client.delete(f"/api/categories/{hoses['id']}/", headers=admin_headers), 404)
+    assert_problem(client.get(f"/api/categories/{hoses['id']}/"), 404)
+    assert_problem(client.delete(f"/api/categories/{hoses['id']}/", headers=admin_headers), 404)
     assert hoses["id"] not in {item["id"] for item in client.get("/api/categories/").get_json()}
     # The blocked ones are still there, untouched.
     assert client.get(f"/api/categories/{shovels['id']}/").status_code == 200
@@ -121,11 +114,11 @@ def test_category_lifecycle(client, admin_headers, user_headers):
 
 def test_duplicate_top_level_name_is_409(client, admin_headers):
     _create(client, admin_headers, name="Top Level Twin")
-    _assert_problem(
+    assert_problem(
         client.post("/api/categories/", json={"name": "Top Level Twin"}, headers=admin_headers), 409
     )
     other = _create(client, admin_headers, name="Top Level Other")
-    _assert_problem(
+    assert_problem(
         client.patch(
             f"/api/categories/{other['id']}/", json={"name": "Top Level Twin"}, headers=admin_headers
         ),
@@ -143,12 +136,12 @@ def test_parent_loops_are_refused(client, admin_headers):
         response = client.patch(
             f"/api/categories/{root.id}/", json={"parent_id": new_parent.id}, headers=admin_headers
         )
-        _assert_problem(response, 409)
+        assert_problem(response, 409)
     # A middle node cannot go under its own descendant either.
     response = client.patch(
         f"/api/categories/{child.id}/", json={"parent_id": great_grandchild.id}, headers=admin_headers
     )
-    _assert_problem(response, 409)
+    assert_problem(response, 409)
 
     # Nothing moved.
     for category, parent_id in ((root, None), (child, root.id), (grandchild, child.id)):
@@ -165,14 +158,14 @@ def test_unknown_parent_is_422(client, admin_headers):
     response = client.post(
         "/api/categories/", json={"name": "Orphan", "parent_id": 987654}, headers=admin_headers
     )
-    problem = _assert_problem(response, 422)
+    problem = assert_problem(response, 422)
     assert "parent_id" in problem["errors"]
 
     category = CategoryFactory()
     response = client.patch(
         f"/api/categories/{category.id}/", json={"parent_id": 987654}, headers=admin_headers
     )
-    problem = _assert_problem(response, 422)
+    problem = assert_problem(response, 422)
     assert "parent_id" in problem["errors"]
     assert client.get(f"/api/categories/{category.id}/").get_json()["parent_id"] is None
 
@@ -190,15 +183,15 @@ def test_unknown_parent_is_422(client, admin_headers):
     ],
 )
 def test_category_validation(client, admin_headers, body, field):
-    problem = _assert_problem(client.post("/api/categories/", json=body, headers=admin_headers), 422)
+    problem = assert_problem(client.post("/api/categories/", json=body, headers=admin_headers), 422)
     assert field in problem["errors"]
 
 
 def test_unknown_category_is_404(client, admin_headers):
-    _assert_problem(client.get("/api/categories/987654/"), 404)
-    _assert_problem(client.get("/api/categories/99999999999999999/"), 404)
-    _assert_problem(client.patch("/api/categories/987654/", json={"name": "X"}, headers=admin_headers), 404)
-    _assert_problem(client.delete("/api/categories/987654/", headers=admin_headers), 404)
+    assert_problem(client.get("/api/categories/987654/"), 404)
+    assert_problem(client.get("/api/categories/99999999999999999/"), 404)
+    assert_problem(client.patch("/api/categories/987654/", json={"name": "X"}, headers=admin_headers), 404)
+    assert_problem(client.delete("/api/categories/987654/", headers=admin_headers), 404)
 
 
 def test_moving_a_category_refreshes_cached_product_lists(client, admin_headers):

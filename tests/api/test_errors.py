@@ -12,22 +12,13 @@ import pytest
 from ecommerce import create_app
 from ecommerce.config import TestingConfig
 from ecommerce.extensions import db, limiter
+from tests.helpers import assert_problem
 
 PROBLEM = "application/problem+json"
 REGISTER = "/api/auth/register/"
 LOGIN = "/api/auth/login/"
 ME = "/api/users/me/"
 MAX_BODY = 1024 * 1024
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    assert response.headers["Content-Type"] == PROBLEM
-    problem = response.get_json()
-    assert {"type", "title", "status", "detail"} <= set(problem)
-    assert problem["status"] == status
-    assert "Traceback" not in response.get_data(as_text=True)
-    return problem
 
 
 def _registration():

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order
-from tests.conftest import assert_problem, new_customer
 from tests.factories import ProductFactory
+from tests.helpers import assert_pagination, assert_problem, capture_statements, new_customer
 
 ORDER_FIELDS = {"id", "user_id", "order_status", "total_amount", "items", "created_at", "updated_at"}
 ITEM_FIELDS = {"product_id", "quantity", "price"}
@@ -76,22 +74,6 @@ def _order(client, headers, order_id):
 
 def _move(client, admin_headers, order_id, status):
     return client.patch(f"/api/orders/{order_id}/", json={"order_status": status}, headers=admin_headers)
-
-
-@contextmanager
-def _statements():
-    """Every SQL statement sent to the database while the block runs (observation only)."""
-    sent: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        sent.append(statement)
-
-    engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 # --- checkout --------------------------------------------------------------------------------
@@ -318,19 +300,16 @@ def test_list_orders(client, user, user_headers, admin_headers):
     assert [order["id"] for order in body] == [order["id"] for order in reversed(mine)]  # newest first
     assert [order["items"][0]["quantity"] for order in body] == [3, 2, 1]
     assert body[-1] == mine[0]
-    assert json.loads(listed.headers["X-Pagination"])["total"] == 3
+    assert_pagination(listed, total=3)
     assert client.get("/api/orders", headers=user_headers).get_json() == body  # no redirect
 
     # Paginated, with X-Pagination and Link.
     page = client.get("/api/orders/?page_size=2", headers=user_headers)
     assert [order["id"] for order in page.get_json()] == [mine[2]["id"], mine[1]["id"]]
-    meta = json.loads(page.headers["X-Pagination"])
-    assert meta == {"total": 3, "total_pages": 2, "first_page": 1, "last_page": 2, "page": 1, "next_page": 2}
-    assert 'rel="next"' in page.headers["Link"] and "page=2" in page.headers["Link"]
+    assert_pagination(page, total=3, page=1, page_size=2)
     page = client.get("/api/orders/?page_size=2&page=2", headers=user_headers)
     assert [order["id"] for order in page.get_json()] == [mine[0]["id"]]
-    assert json.loads(page.headers["X-Pagination"])["previous_page"] == 1
-    assert 'rel="prev"' in page.headers["Link"]
+    assert_pagination(page, total=3, page=2, page_size=2)
 
     # A customer sees only their own orders, whatever the filter says.
     spying = client.get(f"/api/orders/?user_id={other.id}", headers=user_headers)
@@ -360,7 +339,7 @@ def test_bad_list_queries_are_422(client, admin_headers, query):
     assert_problem(client.get(f"/api/orders/?{query}", headers=admin_headers), 422)
 
 
-def test_listing_takes_the_same_number_of_queries_whatever_the_page_size(client):
+def test_listing_takes_the_same_number_of_queries_whatever_the_page_size(app, client):
     products = [ProductFactory(stock_quantity=1000) for _ in range(2)]
     few, few_headers = new_customer(client)
     many, many_headers = new_customer(client)
@@ -370,7 +349,7 @@ def test_listing_takes_the_same_number_of_queries_whatever_the_page_size(client)
         _checkout(client, many_headers, [(products[0], 1), (products[1], 2)], json={})
 
     def count(headers):
-        with _statements() as sent:
+        with capture_statements(app) as sent:
             response = client.get("/api/orders/?page_size=30", headers=headers)
         assert response.status_code == 200
         return len(response.get_json()), len(sent)

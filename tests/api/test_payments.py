@@ -12,8 +12,8 @@ from sqlalchemy import func, select, update
 from ecommerce import tasks
 from ecommerce.extensions import db
 from ecommerce.payments.models import Payment, PaymentStatus
-from tests.conftest import assert_problem, new_customer
 from tests.factories import ProductFactory
+from tests.helpers import assert_problem, new_customer
 
 PAYMENT_FIELDS = {"id", "order_id", "payment_method", "amount", "status"}
 VISA = {"payment_method": "card", "token": "tok_visa"}

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import bearer, login
-from tests.factories import ProductFactory, ReviewFactory, UserFactory
+from tests.factories import ProductFactory, ReviewFactory
+from tests.helpers import assert_pagination, assert_problem, new_customer
 
 REVIEW_FIELDS = {"id", "product_id", "user_id", "username", "rating", "comment", "created_at", "updated_at"}
-
-
-def _customer_headers(client):
-    customer = UserFactory()
-    return customer, bearer(login(client, customer.username)["access_token"])
 
 
 def _aggregate(client, product_id):
@@ -25,23 +18,17 @@ def _aggregate(client, product_id):
     return product["rating_avg"], product["rating_count"]
 
 
-def _assert_problem(response, status):
-    assert response.status_code == status, response.get_json()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.get_json()
-
-
 def test_review_lifecycle(client, redis_client, user, user_headers, admin_headers):
     product = ProductFactory()
     reviews_url = f"/api/products/{product.id}/reviews/"
-    second, second_headers = _customer_headers(client)
-    third, third_headers = _customer_headers(client)
+    second, second_headers = new_customer(client)
+    third, third_headers = new_customer(client)
 
     # Warm the cache: the detail is served from Redis from here on until a write purges it.
     assert _aggregate(client, product.id) == (0, 0)
     assert redis_client.keys(f"*product:{product.id}")
 
-    _assert_problem(client.post(reviews_url, json={"rating": 5}), 401)
+    assert_problem(client.post(reviews_url, json={"rating": 5}), 401)
 
     created = client.post(reviews_url, json={"rating": 4, "comment": "Solid"}, headers=user_headers)
     assert created.status_code == 201
@@ -63,7 +50,7 @@ def test_review_lifecycle(client, redis_client, user, user_headers, admin_header
 
     # One review per user and product.
     again = client.post(reviews_url, json={"rating": 1}, headers=user_headers)
-    _assert_problem(again, 409)
+    assert_problem(again, 409)
     assert _aggregate(client, product.id) == (3.67, 3)
 
     # Newest first.
@@ -75,7 +62,7 @@ def test_review_lifecycle(client, redis_client, user, user_headers, admin_header
         first_review["id"],
     ]
     assert listed.get_json()[2] == first_review
-    assert json.loads(listed.headers["X-Pagination"])["total"] == 3
+    assert_pagination(listed, total=3)
     assert client.get(reviews_url.rstrip("/")).get_json() == listed.get_json()  # no redirect
     assert client.get(f"/api/reviews/{first_review['id']}/").get_json() == first_review
 
@@ -94,12 +81,12 @@ def test_review_lifecycle(client, redis_client, user, user_headers, admin_header
     assert _aggregate(client, product.id) == (2.67, 3)
 
     # Another customer may not touch it; anonymous is 401.
-    _assert_problem(
+    assert_problem(
         client.patch(f"/api/reviews/{first_review['id']}/", json={"rating": 5}, headers=second_headers), 403
     )
-    _assert_problem(client.delete(f"/api/reviews/{first_review['id']}/", headers=second_headers), 403)
-    _assert_problem(client.patch(f"/api/reviews/{first_review['id']}/", json={"rating": 5}), 401)
-    _assert_problem(client.delete(f"/api/reviews/{first_review['id']}/"), 401)
+    assert_problem(client.delete(f"/api/reviews/{first_review['id']}/", headers=second_headers), 403)
+    assert_problem(client.patch(f"/api/reviews/{first_review['id']}/", json={"rating": 5}), 401)
+    assert_problem(client.delete(f"/api/reviews/{first_review['id']}/"), 401)
     assert _aggregate(client, product.id) == (2.67, 3)
 
     # An admin may edit and delete anyone's review.
@@ -116,7 +103,7 @@ def test_review_lifecycle(client, redis_client, user, user_headers, admin_header
     # The author deletes: count and average come back.
     assert client.delete(f"/api/reviews/{first_review['id']}/", headers=user_headers).status_code == 204
     assert _aggregate(client, product.id) == (3.0, 1)
-    _assert_problem(client.get(f"/api/reviews/{first_review['id']}/"), 404)
+    assert_problem(client.get(f"/api/reviews/{first_review['id']}/"), 404)
     assert [r["id"] for r in client.get(reviews_url).get_json()] == [second_review["id"]]
     # Deleting frees the slot: the author may review again.
     assert client.post(reviews_url, json={"rating": 5}, headers=user_headers).status_code == 201
@@ -134,20 +121,11 @@ def test_review_pagination_newest_first(client):
     response = client.get(f"/api/products/{product.id}/reviews/?page=2&page_size=2")
     assert response.status_code == 200
     assert [r["id"] for r in response.get_json()] == [ids[2], ids[1]]
-    assert json.loads(response.headers["X-Pagination"]) == {
-        "total": 5,
-        "total_pages": 3,
-        "first_page": 1,
-        "last_page": 3,
-        "page": 2,
-        "previous_page": 1,
-        "next_page": 3,
-    }
-    link = response.headers["Link"]
-    assert 'rel="next"' in link and 'rel="prev"' in link and "page=3" in link and "page_size=2" in link
+    assert_pagination(response, total=5, page=2, page_size=2)
+    assert "page_size=2" in response.headers["Link"]
     last = client.get(f"/api/products/{product.id}/reviews/?page=3&page_size=2")
     assert [r["id"] for r in last.get_json()] == [ids[0]]
-    assert _assert_problem(client.get(f"/api/products/{product.id}/reviews/?page_size=101"), 422)
+    assert assert_problem(client.get(f"/api/products/{product.id}/reviews/?page_size=101"), 422)
 
 
 def test_the_product_list_follows_the_aggregate(client, user_headers):
@@ -176,7 +154,7 @@ def test_the_product_list_follows_the_aggregate(client, user_headers):
 def test_review_validation(client, user_headers, body, field):
     product = ProductFactory()
     response = client.post(f"/api/products/{product.id}/reviews/", json=body, headers=user_headers)
-    problem = _assert_problem(response, 422)
+    problem = assert_problem(response, 422)
     assert field in problem["errors"]
     assert _aggregate(client, product.id) == (0, 0)
 
@@ -184,19 +162,17 @@ def test_review_validation(client, user_headers, body, field):
 @pytest.mark.parametrize("body", [{"rating": 0}, {"rating": 6}, {"rating": "5"}])
 def test_review_update_validation(client, user, user_headers, body):
     review = ReviewFactory(user_id=user.id, rating=4)
-    problem = _assert_problem(
-        client.patch(f"/api/reviews/{review.id}/", json=body, headers=user_headers), 422
-    )
+    problem = assert_problem(client.patch(f"/api/reviews/{review.id}/", json=body, headers=user_headers), 422)
     assert "rating" in problem["errors"]
 
 
 def test_unknown_product_and_review_are_404(client, user_headers, admin_headers):
-    _assert_problem(client.get("/api/products/987654/reviews/"), 404)
-    _assert_problem(
+    assert_problem(client.get("/api/products/987654/reviews/"), 404)
+    assert_problem(
         client.post("/api/products/987654/reviews/", json={"rating": 5}, headers=user_headers), 404
     )
-    _assert_problem(client.get("/api/reviews/987654/"), 404)
-    _assert_problem(client.patch("/api/reviews/987654/", json={"rating": 5}, headers=user_headers), 404)
-    _assert_problem(client.patch("/api/reviews/987654/", json={"rating": 5}, headers=admin_headers), 404)
-    _assert_problem(client.delete("/api/reviews/987654/", headers=admin_headers), 404)
-    _assert_problem(client.get("/api/reviews/99999999999999999/"), 404)
+    assert_problem(client.get("/api/reviews/987654/"), 404)
+    assert_problem(client.patch("/api/reviews/987654/", json={"rating": 5}, headers=user_headers), 404)
+    assert_problem(client.patch("/api/reviews/987654/", json={"rating": 5}, headers=admin_headers), 404)
+    assert_problem(client.delete("/api/reviews/987654/", headers=admin_headers), 404)
+    assert_problem(client.get("/api/reviews/99999999999999999/"), 404)

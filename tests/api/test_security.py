@@ -18,8 +18,8 @@ import pytest
 
 from ecommerce import create_app
 from ecommerce.config import DEV_SECRET, ProductionConfig, TestingConfig
-from tests.conftest import assert_problem, bearer, login
 from tests.factories import ProductFactory
+from tests.helpers import assert_problem, bearer, login
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGISTER = "/api/auth/register/"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 
-from tests.conftest import bearer, login
 from tests.factories import PASSWORD, AdminFactory, UserFactory
+from tests.helpers import assert_pagination, bearer, login
 
 ME = "/api/users/me/"
 USER_FIELDS = {"id", "username", "email", "first_name", "last_name", "role", "created_at", "updated_at"}
@@ -146,23 +145,12 @@ def test_admin_lists_users_paginated(client, admin_headers):
 
     response = client.get(f"/api/users/?q={tag}&page=2&page_size=2", headers=admin_headers)
     assert response.status_code == 200, response.get_json()
-    meta = json.loads(response.headers["X-Pagination"])
-    assert meta == {
-        "total": 5,
-        "total_pages": 3,
-        "first_page": 1,
-        "last_page": 3,
-        "page": 2,
-        "previous_page": 1,
-        "next_page": 3,
-    }
+    assert_pagination(response, total=5, page=2, page_size=2)
     page = response.get_json()
     assert isinstance(page, list) and len(page) == 2
     assert [u["id"] for u in page] == everyone[2:4]
     assert all(set(u) == USER_FIELDS for u in page)
     assert "password" not in response.get_data(as_text=True)
-    link = response.headers["Link"]
-    assert 'rel="next"' in link and 'rel="prev"' in link
 
     # Without the final slash: the same page.
     same = client.get(f"/api/users?q={tag}&page=2&page_size=2", headers=admin_headers)

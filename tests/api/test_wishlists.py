@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import assert_problem, new_customer
 from tests.factories import ProductFactory
+from tests.helpers import assert_problem, new_customer
 
 ITEM_FIELDS = {"id", "product_id", "created_at"}
 

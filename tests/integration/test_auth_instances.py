@@ -8,8 +8,8 @@ from sqlalchemy import select
 from ecommerce.auth.models import AuthSession
 from ecommerce.extensions import db
 from ecommerce.users.models import User
-from tests.conftest import bearer, login, run_concurrently
 from tests.factories import UserFactory
+from tests.helpers import bearer, login, run_concurrently
 
 
 @pytest.fixture

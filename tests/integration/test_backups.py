@@ -17,23 +17,18 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from ecommerce.backups import DRILL_TABLES, compare_figures, comparison_table, figures_of
+from ecommerce.cli.backups import DRILL_TABLES, compare_figures, comparison_table, figures_of
 from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderItem
 from ecommerce.payments.models import Payment, PaymentMethod
-from tests.conftest import TABLES, drop_database
 from tests.factories import UserFactory
+from tests.helpers import drop_database, invoke_cli, truncate_every_table
 from tests.integration.servers import wait_until
 from tests.integration.test_migrations import MIGRATIONS
 
 SOURCE = make_url(TestingConfig.SQLALCHEMY_DATABASE_URI)
 ALL_TABLES = (*DRILL_TABLES, "categories", "reviews", "order_events")
-
-
-def run(app: Flask, *args: str):
-    with app.app_context():
-        return app.test_cli_runner().invoke(args=list(args))
 
 
 def failed_cleanly(result, message: str) -> bool:
@@ -92,9 +87,8 @@ def add_orders(count: int) -> None:
 def shop(app: Flask, committed: None) -> None:
     """A seeded catalog with customers, reviews, orders, lines and payments."""
     with app.app_context():
-        db.session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        db.session.commit()
-    seeded = run(app, "seed", "--products", "300", "--customers", "3")
+        truncate_every_table()
+    seeded = invoke_cli(app, "seed", "--products", "300", "--customers", "3")
     assert seeded.exit_code == 0, seeded.output
     with app.app_context():
         add_orders(20)
@@ -139,14 +133,14 @@ def drill_database(output: str) -> str:
 
 def test_backup_restore_round_trip(app, shop, target, tmp_path):
     dump = tmp_path / "shop.dump"
-    backup = run(app, "db", "backup", "--output", str(dump))
+    backup = invoke_cli(app, "db", "backup", "--output", str(dump))
     assert backup.exit_code == 0, backup.output
     assert f"to {dump} (" in backup.output and re.search(r"in \d+\.\d\d s\.", backup.output)
     assert dump.read_bytes().startswith(b"PGDMP")
     assert not list(tmp_path.glob("*.partial"))
 
     target_url = target.render_as_string(hide_password=False)
-    restored = run(app, "db", "restore", str(dump), "--target-url", target_url, "--create")
+    restored = invoke_cli(app, "db", "restore", str(dump), "--target-url", target_url, "--create")
     assert restored.exit_code == 0, restored.output
     assert f"@{target.host}:{target.port}/{target.database} in " in restored.output
 
@@ -160,17 +154,17 @@ def test_backup_restore_round_trip(app, shop, target, tmp_path):
 
     # The target has tables now: refused without --force, replaced with it.
     execute(target, "UPDATE products SET price = price + 1 WHERE id = 1")
-    refused = run(app, "db", "restore", str(dump), "--target-url", target_url)
+    refused = invoke_cli(app, "db", "restore", str(dump), "--target-url", target_url)
     assert failed_cleanly(refused, "refusing to restore"), refused.output
     assert not all(c.matches for c in compare_figures(source, figures_of(target, ALL_TABLES)))
-    forced = run(app, "db", "restore", str(dump), "--target-url", target_url, "--force")
+    forced = invoke_cli(app, "db", "restore", str(dump), "--target-url", target_url, "--force")
     assert forced.exit_code == 0, forced.output
     assert all(c.matches for c in compare_figures(source, figures_of(target, ALL_TABLES)))
 
 
 def test_backup_goes_to_backup_dir_by_default(make_instance, shop, tmp_path):
     instance = make_instance(BACKUP_DIR=str(tmp_path / "backups"))
-    result = run(instance, "db", "backup")
+    result = invoke_cli(instance, "db", "backup")
     assert result.exit_code == 0, result.output
     [written] = (tmp_path / "backups").iterdir()
     assert re.fullmatch(r"ecommerce-\d{8}T\d{6}Z\.dump", written.name)
@@ -179,11 +173,11 @@ def test_backup_goes_to_backup_dir_by_default(make_instance, shop, tmp_path):
 
 def test_restore_refuses_the_apps_own_non_empty_database(app, shop, tmp_path):
     dump = tmp_path / "shop.dump"
-    assert run(app, "db", "backup", "--output", str(dump)).exit_code == 0
+    assert invoke_cli(app, "db", "backup", "--output", str(dump)).exit_code == 0
     with app.app_context():
         UserFactory(username="after-the-backup")
         db.session.remove()
-    refused = run(app, "db", "restore", str(dump))
+    refused = invoke_cli(app, "db", "restore", str(dump))
     assert failed_cleanly(refused, "already has"), refused.output
     assert "--force" in refused.output
     # Nothing was touched.
@@ -191,7 +185,7 @@ def test_restore_refuses_the_apps_own_non_empty_database(app, shop, tmp_path):
 
 
 def test_drill_passes_and_drops_its_database(app, shop, drill_databases):
-    result = run(app, "db", "drill")
+    result = invoke_cli(app, "db", "drill")
     assert result.exit_code == 0, result.output
     assert "Drill passed" in result.output
     rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
@@ -226,7 +220,7 @@ def test_drill_is_consistent_while_orders_keep_coming(app, shop, drill_databases
     try:
         wait_until(lambda: len(written) >= 5, timeout=10, message="the first concurrent orders")
         before = len(written)
-        result = run(app, "db", "drill")
+        result = invoke_cli(app, "db", "drill")
         during = len(written) - before
     finally:
         stop.set()
@@ -242,7 +236,7 @@ def test_drill_is_consistent_while_orders_keep_coming(app, shop, drill_databases
 
 
 def test_comparison_reports_a_restored_row_that_differs(app, shop, drill_databases):
-    kept = run(app, "db", "drill", "--keep")
+    kept = invoke_cli(app, "db", "drill", "--keep")
     assert kept.exit_code == 0, kept.output
     copy = SOURCE.set(database=drill_database(kept.output))
     assert drill_databases.refresh() == [copy.database]
@@ -269,15 +263,15 @@ def test_sqlite_backup_and_restore(make_instance, tmp_path):
     instance = make_instance(SQLALCHEMY_DATABASE_URI=f"sqlite:///{database}")
     with instance.app_context():
         upgrade(directory=MIGRATIONS)
-    assert run(instance, "seed", "--products", "40", "--customers", "2").exit_code == 0
+    assert invoke_cli(instance, "seed", "--products", "40", "--customers", "2").exit_code == 0
 
     dump = tmp_path / "shop.dump"
-    backup = run(instance, "db", "backup", "--output", str(dump))
+    backup = invoke_cli(instance, "db", "backup", "--output", str(dump))
     assert backup.exit_code == 0, backup.output
     assert dump.read_bytes().startswith(b"SQLite format 3\x00")
 
     copy = tmp_path / "copy.db"
-    restored = run(instance, "db", "restore", str(dump), "--target-url", f"sqlite:///{copy}")
+    restored = invoke_cli(instance, "db", "restore", str(dump), "--target-url", f"sqlite:///{copy}")
     assert restored.exit_code == 0, restored.output
 
     def snapshot(path: Path) -> dict[str, list]:
@@ -294,59 +288,61 @@ def test_sqlite_backup_and_restore(make_instance, tmp_path):
     # The app's own database is not empty: refused, then replaced with --force.
     with sqlite3.connect(database) as connection:
         connection.execute("DELETE FROM reviews")
-    refused = run(instance, "db", "restore", str(dump))
+    refused = invoke_cli(instance, "db", "restore", str(dump))
     assert failed_cleanly(refused, "refusing to restore"), refused.output
-    forced = run(instance, "db", "restore", str(dump), "--force")
+    forced = invoke_cli(instance, "db", "restore", str(dump), "--force")
     assert forced.exit_code == 0, forced.output
     assert snapshot(database) == original
 
-    drill = run(instance, "db", "drill")
+    drill = invoke_cli(instance, "db", "drill")
     assert failed_cleanly(drill, "needs PostgreSQL"), drill.output
     # A PostgreSQL app is told that an SQLite backup is not its kind.
-    wrong_kind = run(instance, "db", "restore", str(dump), "--target-url", SOURCE.render_as_string(False))
+    wrong_kind = invoke_cli(
+        instance, "db", "restore", str(dump), "--target-url", SOURCE.render_as_string(False)
+    )
     assert failed_cleanly(wrong_kind, "is a backup of a SQLite database"), wrong_kind.output
 
 
 def test_clear_errors(app, make_instance, shop, target, tmp_path):
     target_url = target.render_as_string(hide_password=False)
-    missing = run(app, "db", "restore", str(tmp_path / "nope.dump"), "--target-url", target_url)
+    missing = invoke_cli(app, "db", "restore", str(tmp_path / "nope.dump"), "--target-url", target_url)
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
     garbage = tmp_path / "garbage.dump"
     garbage.write_bytes(b"not a dump at all\n" * 100)
-    not_a_dump = run(app, "db", "restore", str(garbage), "--target-url", target_url, "--create")
+    not_a_dump = invoke_cli(app, "db", "restore", str(garbage), "--target-url", target_url, "--create")
     assert failed_cleanly(not_a_dump, "is not a backup made by `flask db backup`"), not_a_dump.output
 
     # A real dump cut short: pg_restore fails, its single transaction leaves nothing, and the
     # database created for it is dropped again.
     dump = tmp_path / "shop.dump"
-    assert run(app, "db", "backup", "--output", str(dump)).exit_code == 0
+    assert invoke_cli(app, "db", "backup", "--output", str(dump)).exit_code == 0
     truncated = tmp_path / "truncated.dump"
     truncated.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
-    corrupt = run(app, "db", "restore", str(truncated), "--target-url", target_url, "--create")
+    corrupt = invoke_cli(app, "db", "restore", str(truncated), "--target-url", target_url, "--create")
     assert failed_cleanly(corrupt, "pg_restore failed"), corrupt.output
     exists = f"SELECT count(*) FROM pg_database WHERE datname = '{target.database}'"
     assert scalar(SOURCE.set(database="postgres"), exists) == 0
 
-    no_database = run(app, "db", "restore", str(dump), "--target-url", target_url)
+    no_database = invoke_cli(app, "db", "restore", str(dump), "--target-url", target_url)
     assert failed_cleanly(no_database, "pass --create"), no_database.output
 
     # Unreachable server (the password never shows); no pg_dump where PG_BIN_DIR points.
     unreachable = make_instance(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://shop:s3cret@127.0.0.1:1/shop")
     for command in (["db", "backup", "--output", str(tmp_path / "x.dump")], ["db", "drill"]):
-        result = run(unreachable, *command)
+        result = invoke_cli(unreachable, *command)
         assert failed_cleanly(result, "127.0.0.1"), result.output
         assert "s3cret" not in result.output and "refused" in result.output
     no_tools = make_instance(PG_BIN_DIR=str(tmp_path))
-    result = run(no_tools, "db", "backup", "--output", str(tmp_path / "y.dump"))
+    result = invoke_cli(no_tools, "db", "backup", "--output", str(tmp_path / "y.dump"))
     assert failed_cleanly(result, "pg_dump not found in PG_BIN_DIR"), result.output
     assert not (tmp_path / "y.dump").exists()
 
 
 def test_flask_db_lists_the_backup_commands_next_to_the_migrations(app):
-    result = run(app, "db", "--help")
+    result = invoke_cli(app, "db", "--help")
     assert result.exit_code == 0
     for command in ("backup", "restore", "drill", "upgrade", "downgrade", "current"):
         assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
-    current = run(app, "db", "current")
+    current = invoke_cli(app, "db", "current")
     assert current.exit_code == 0, current.output

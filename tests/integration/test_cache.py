@@ -6,9 +6,7 @@ Both are full ``create_app`` objects with their own engines, sharing PostgreSQL 
 
 from __future__ import annotations
 
-import json
 import threading
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -16,8 +14,8 @@ from sqlalchemy import event
 
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
-from tests.conftest import bearer, login, run_concurrently
 from tests.factories import AdminFactory, CategoryFactory, ProductFactory, UserFactory
+from tests.helpers import assert_pagination, bearer, capture_statements, login, run_concurrently
 
 
 @pytest.fixture
@@ -32,10 +30,6 @@ def instances(make_instance):
 
 def product_cache_key(app, product_id: int) -> str:
     return app.config["CACHE_KEY_PREFIX"] + f"product:{product_id}"
-
-
-def total(response) -> int:
-    return json.loads(response.headers["X-Pagination"])["total"]
 
 
 def list_ids(response) -> list[int]:
@@ -114,7 +108,7 @@ def test_product_list_write_on_b_is_read_on_a(instances, redis_client):
 
     first = reader.get(url)
     assert list_ids(first) == ids
-    assert total(first) == 3
+    assert_pagination(first, total=3)
     prefix = a.config["CACHE_KEY_PREFIX"] + "products:list:"
     list_keys = [k for k in redis_client.scan_iter(prefix + "*") if not k.endswith(b":version")]
     assert list_keys, "the list page did not land in Redis"
@@ -131,7 +125,7 @@ def test_product_list_write_on_b_is_read_on_a(instances, redis_client):
     assert created.status_code == 201
     after = reader.get(url)
     assert [p["name"] for p in after.get_json()] == ["Item 0", "Item 2", "Item 5", "Item 9"]
-    assert total(after) == 4
+    assert_pagination(after, total=4)
 
     # B deletes one: gone from A's next page too.
     assert writer.delete(f"/api/products/{ids[0]}/", headers=admin).status_code == 204
@@ -191,27 +185,6 @@ def test_review_on_b_moves_rating_read_on_a(instances):
 # -- stampede control ---------------------------------------------------------------------
 
 
-@contextmanager
-def statements_on(app, wanted):
-    """Record every SQL statement ``app`` sends for which ``wanted(sql, parameters)`` holds.
-    Observation only: a ``before_cursor_execute`` listener on the app's engine."""
-    seen: list[str] = []
-    lock = threading.Lock()
-
-    def listener(conn, cursor, statement, parameters, context, executemany):
-        if wanted(statement.lower(), parameters):
-            with lock:
-                seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
-
-
 def test_cold_product_is_read_from_the_database_once(make_instance, redis_client):
     a = make_instance()
     with a.app_context():
@@ -220,6 +193,7 @@ def test_cold_product_is_read_from_the_database_once(make_instance, redis_client
     url = f"/api/products/{product_id}/"
 
     def selects_this_product(sql, parameters):
+        sql = sql.lower()
         return (
             sql.lstrip().startswith("select")
             and "from products" in sql
@@ -228,7 +202,7 @@ def test_cold_product_is_read_from_the_database_once(make_instance, redis_client
         )
 
     clients = [a.test_client() for _ in range(30)]
-    with statements_on(a, selects_this_product) as selects:
+    with capture_statements(a, selects_this_product) as selects:
         responses = run_concurrently([lambda c=c: c.get(url) for c in clients])
 
     assert [r.status_code for r in responses] == [200] * 30
@@ -247,10 +221,11 @@ def test_cold_list_page_is_read_from_the_database_once(make_instance):
 
     def selects_products(sql, _parameters):
         # The category filter is a recursive CTE, so these statements start with WITH.
+        sql = sql.lower()
         return "select" in sql and "from products" in sql
 
     clients = [a.test_client() for _ in range(30)]
-    with statements_on(a, selects_products) as selects:
+    with capture_statements(a, selects_products) as selects:
         responses = run_concurrently([lambda c=c: c.get(url) for c in clients])
 
     assert [r.status_code for r in responses] == [200] * 30
@@ -287,7 +262,7 @@ def test_dead_redis_serves_from_the_database(make_instance):
     assert "ETag" in detail.headers
     listing = client.get(f"/api/products/?category={category_id}")
     assert listing.status_code == 200 and len(listing.get_json()) == 2
-    assert total(listing) == 2
+    assert_pagination(listing, total=2)
 
     patched = client.patch(url, json={"price": "11.00"}, headers=admin)
     assert patched.status_code == 200, patched.get_json()
@@ -346,17 +321,17 @@ def test_a_failed_fill_releases_its_lock_at_once(make_instance, redis_client):
 def test_a_filler_whose_lock_expired_leaves_the_new_holders_lock_alone(make_instance, redis_client):
     """A slow filler whose lock timed out and was taken by another stores its value (the
     generation is unchanged) but releases only a lock that is still its own."""
-    from ecommerce.core.cache import _RedisFill, cache
+    from ecommerce.core.cache.store import _RedisFill, cache
 
     a = make_instance()
     prefix = a.config["CACHE_KEY_PREFIX"]
     with a.test_request_context("/"):
-        fill = _RedisFill(cache.cache, "product:424242", guard_writes=True)
+        fill = _RedisFill(a.extensions["catalog_cache_redis"], "product:424242", guard_writes=True)
         assert fill.get_or_lock() is None and fill.locked
         redis_client.set(prefix + "lock:product:424242", "another filler", ex=10)
         assert fill.compute(lambda: "value", 60) == "value"
         assert redis_client.get(prefix + "lock:product:424242") == b"another filler"
         assert cache.get("product:424242") == "value"
         # A second filler now finds the value in one round trip and takes no lock.
-        second = _RedisFill(cache.cache, "product:424242", guard_writes=True)
+        second = _RedisFill(a.extensions["catalog_cache_redis"], "product:424242", guard_writes=True)
         assert second.get_or_lock() == "value" and not second.locked

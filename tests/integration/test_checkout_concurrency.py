@@ -35,16 +35,17 @@ from ecommerce.core.idempotency import (
     Claim,
     IdempotencyKey,
     Replay,
+    ResponseShape,
     claim,
-    complete_in_transaction,
+    record_response,
 )
 from ecommerce.core.models import utcnow
 from ecommerce.errors import Conflict, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderEvent, OrderItem, OrderStatus
 from ecommerce.products.models import Product
-from tests.conftest import bearer, login, run_concurrently
 from tests.factories import AdminFactory, ProductFactory, UserFactory
+from tests.helpers import bearer, login, run_concurrently
 
 # Two instances of at most 15 connections each (no overflow, so no connect/disconnect churn):
 # 200 racers queue for them (pool timeout 60 s), and the server's max_connections (100) is
@@ -598,8 +599,9 @@ def test_a_claim_whose_owner_is_gone_is_taken_over_and_the_old_call_cannot_compl
         # The stale call wakes up and tries to finish its work under the old token.
         db.session.add(Category(name="written by the stale call", description=""))
         g.idempotency_claim = old
+        g.idempotency_shape = ResponseShape(201, lambda result: result)
         with pytest.raises(Conflict, match="taken over"):
-            complete_in_transaction(db.session, 201, lambda: {"id": 1})
+            record_response(db.session, {"id": 1})
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(Category)) == 0
         row = db.session.scalar(select(IdempotencyKey))
@@ -607,7 +609,7 @@ def test_a_claim_whose_owner_is_gone_is_taken_over_and_the_old_call_cannot_compl
 
         # The new call completes; from then on the key replays its response.
         g.idempotency_claim = new
-        complete_in_transaction(db.session, 201, lambda: {"id": 2, "order_status": "pending"})
+        record_response(db.session, {"id": 2, "order_status": "pending"})
         db.session.commit()
         assert g.idempotency_claim is None
         replay = claim(user_id, scope, key, fingerprint)

@@ -7,11 +7,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import event
 
-from ecommerce.extensions import db
-from tests.conftest import bearer, login
 from tests.factories import ProductFactory, UserFactory
+from tests.helpers import bearer, capture_statements, login
 
 # The login check; with an Idempotency-Key its claim (committed on its own) and the claim's row
 # lock; the checkout itself (one statement); with a key, its stored response. Plus BEGIN and
@@ -22,24 +20,11 @@ CHECKOUT_WITHOUT_KEY = 3
 ADD_TO_CART = 3
 
 
-class Statements:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def __call__(self, _conn, _cursor, statement, *_args) -> None:
-        self.seen.append(" ".join(statement.split())[:90])
-
-
 def _counted(app, call) -> tuple[list[str], object]:
-    counter = Statements()
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", counter)
-    try:
+    """The statements ``call`` makes the app send, shortened to a line each, and its answer."""
+    with capture_statements(app) as sent:
         response = call()
-    finally:
-        event.remove(engine, "before_cursor_execute", counter)
-    return counter.seen, response
+    return [" ".join(statement.split())[:90] for statement in sent], response
 
 
 def _checkout_statements(client, app, lines: int, *, key: bool = True) -> dict[str, list[str]]:

@@ -1,15 +1,21 @@
-"""Operator commands against the real database and Redis: seed, users, cache."""
+"""Operator commands against the real database and Redis: seed, users, cache; and the
+PASSWORD_MIN_LENGTH setting they share with the API."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from flask import Flask
 from sqlalchemy import text
 
+from ecommerce.errors import NotFound
 from ecommerce.extensions import db
-from tests.conftest import bearer, invoke_cli, login
+from ecommerce.tasks import configure_queue
+from ecommerce.users import services as user_services
+from ecommerce.users.models import Role
 from tests.factories import ProductFactory, UserFactory
+from tests.helpers import bearer, invoke_cli, login
 
 AGGREGATE_DRIFT = """
 SELECT p.id FROM products p
@@ -167,7 +173,7 @@ def test_create_admin(app, empty_database):
         "short",
     )
     assert short.exit_code != 0
-    assert "at least 8 characters" in short.output
+    assert "password: Must be between 8 and 128 characters." in short.output
 
     assert scalar(app, "SELECT COUNT(*) FROM users") == 1
     # The first admin's password was not touched by the failed attempts.
@@ -194,28 +200,53 @@ def test_set_role(app, empty_database):
     assert client.post("/api/categories/", json={"name": "Again"}, headers=headers).status_code == 403
 
     unknown = invoke_cli(app, "users", "set-role", "nobody", "admin")
-    assert unknown.exit_code != 0 and "No user named nobody" in unknown.output
+    assert unknown.exit_code == 1 and "No user named nobody" in unknown.output
+    assert "Traceback" not in unknown.output
     bad_role = invoke_cli(app, "users", "set-role", username, "superuser")
     assert bad_role.exit_code == 2  # click usage error
+
+    # The command is the service's: the same rule, the same refusal.
+    with app.app_context():
+        assert user_services.set_role(username, Role.ADMIN).role is Role.ADMIN
+        with pytest.raises(NotFound, match="No user named nobody"):
+            user_services.set_role("nobody", Role.ADMIN)
+        db.session.remove()
+    assert scalar(app, f"SELECT role FROM users WHERE username = '{username}'") == "admin"
 
 
 def test_deactivate(app, empty_database):
     with app.app_context():
         username = UserFactory().username
+        bystander = UserFactory().username
     client = app.test_client()
-    headers = bearer(login(client, username)["access_token"])
-    assert client.get("/api/users/me/", headers=headers).status_code == 200
+    logins = [login(client, username), login(client, username)]  # two devices
+    other = bearer(login(client, bystander)["access_token"])
+    for tokens in logins:
+        assert client.get("/api/users/me/", headers=bearer(tokens["access_token"])).status_code == 200
 
     result = invoke_cli(app, "users", "deactivate", username)
     assert result.exit_code == 0, result.output
     assert f"{username} is deactivated" in result.output
-    # The live token stops working, and logging in again is refused.
-    assert client.get("/api/users/me/", headers=headers).status_code == 401
+    # Every live token stops working at once, refresh tokens too, and logging in again is refused.
+    for tokens in logins:
+        assert client.get("/api/users/me/", headers=bearer(tokens["access_token"])).status_code == 401
+        refreshed = client.post("/api/auth/refresh/", headers=bearer(tokens["refresh_token"]))
+        assert refreshed.status_code == 401
     refused = client.post("/api/auth/login/", json={"username": username, "password": "password123"})
     assert refused.status_code == 401
+    # Its logins are revoked (not merely refused while the account is inactive); others' are not.
+    revoked = scalar(
+        app,
+        "SELECT string_agg(DISTINCT coalesce(s.revoked_reason, 'live'), ',') FROM auth_sessions s "
+        f"JOIN users u ON u.id = s.user_id WHERE u.username = '{username}'",
+    )
+    assert revoked == "deactivated"
+    assert client.get("/api/users/me/", headers=other).status_code == 200
 
     unknown = invoke_cli(app, "users", "deactivate", "nobody")
-    assert unknown.exit_code != 0 and "No user named nobody" in unknown.output
+    assert unknown.exit_code == 1 and "No user named nobody" in unknown.output
+    with app.app_context(), pytest.raises(NotFound, match="No user named nobody"):
+        user_services.deactivate_user("nobody")
 
 
 def test_cache_clear(app, empty_database, redis_client):
@@ -237,3 +268,84 @@ def test_cache_clear(app, empty_database, redis_client):
     # Reads still work and fill the cache again.
     assert client.get(f"/api/products/{product_id}/").status_code == 200
     assert redis_client.keys(f"{prefix}product:{product_id}")
+
+
+@pytest.fixture
+def app_without_redis(app, build_app, tmp_path):
+    """The embedded configuration: no REDIS_URL, so the cache is Flask-Caching's SimpleCache."""
+    instance = build_app(REDIS_URL=None, HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    yield instance
+    # The job queue is one per process and follows the app built last: back to the suite's Redis.
+    configure_queue(app)
+
+
+def test_cache_clear_without_redis_says_it_cannot_reach_the_servers_cache(app_without_redis):
+    assert app_without_redis.config["CACHE_TYPE"] == "SimpleCache"
+    result = invoke_cli(app_without_redis, "cache", "clear")
+    assert result.exit_code == 1
+    assert (
+        "The cache lives inside the running server (no REDIS_URL): restart the server to clear it."
+        in result.output
+    )
+    assert "Cache cleared." not in result.output and "Traceback" not in result.output
+
+
+def create_admin(app: Flask, username: str, email: str, password: str):
+    args = ("users", "create-admin", "--username", username, "--email", email, "--password", password)
+    return invoke_cli(app, *args)
+
+
+def test_create_admin_validates_as_registration_does(app, empty_database):
+    bad_email = create_admin(app, "boss", "not-an-email", "s3cret-pass")
+    assert bad_email.exit_code == 1
+    assert "email: Not a valid email address." in bad_email.output
+    # Every field's messages at once, each under its name.
+    several = create_admin(app, "no spaces", "boss@", "short")
+    assert several.exit_code == 1
+    assert "username: Use letters, digits, '.', '_' or '-' only." in several.output
+    assert "email: Not a valid email address." in several.output
+    assert "password: Must be between 8 and 128 characters." in several.output
+    assert "Traceback" not in several.output
+
+    # The API refuses the very same values with the very same messages.
+    client = app.test_client()
+    body = {"username": "no spaces", "email": "boss@", "password": "short"}
+    errors = client.post("/api/auth/register/", json=body).get_json()["errors"]
+    assert errors["email"] == ["Not a valid email address."]
+    assert errors["password"] == ["Must be between 8 and 128 characters."]
+    assert scalar(app, "SELECT COUNT(*) FROM users") == 0
+
+
+def test_password_min_length_is_a_setting(app, make_instance, empty_database):
+    strict = make_instance(PASSWORD_MIN_LENGTH=12)
+    eleven, twelve = "abcdefghijk", "abcdefghijkl"
+
+    short = create_admin(strict, "boss", "boss@example.com", eleven)
+    assert short.exit_code == 1
+    assert "password: Must be between 12 and 128 characters." in short.output
+    ok = create_admin(strict, "boss", "boss@example.com", twelve)
+    assert ok.exit_code == 0, ok.output
+
+    client = strict.test_client()
+    register = "/api/auth/register/"
+    shopper = {"username": "shopper", "email": "s@example.com"}
+    refused = client.post(register, json={**shopper, "password": eleven})
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"]["password"] == ["Must be between 12 and 128 characters."]
+    accepted = client.post(register, json={**shopper, "password": twelve})
+    assert accepted.status_code == 201, accepted.get_json()
+
+    headers = bearer(login(client, "shopper", twelve)["access_token"])
+    change = {"password": eleven, "current_password": twelve}
+    too_short = client.patch("/api/users/me/", json=change, headers=headers)
+    assert too_short.status_code == 422
+    assert too_short.get_json()["errors"]["password"] == ["Must be between 12 and 128 characters."]
+
+    # The setting is the app's: at the same time, an app left at the default takes eight.
+    default = app.test_client().post(
+        register, json={"username": "relaxed", "email": "r@example.com", "password": "eight888"}
+    )
+    assert default.status_code == 201, default.get_json()
+    seeded = invoke_cli(strict, "seed", "--products", "0", "--customers", "0", "--load-password", eleven)
+    assert seeded.exit_code == 2
+    assert "--load-password" in seeded.output and "at least 12 characters" in seeded.output

@@ -1,4 +1,4 @@
-"""Losing the database connection in the middle of a request (ecommerce/core/failover.py), on the
+"""Losing the database connection in the middle of a request (ecommerce/core/db/failover.py), on the
 test PostgreSQL: the request's own backend is terminated with pg_terminate_backend, as a
 failover or a crashed server would end it."""
 
@@ -14,8 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from ecommerce.extensions import db
-from tests.conftest import bearer, login
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
+from tests.helpers import bearer, login
 
 
 def _terminate(app, pid: int) -> None:
@@ -123,7 +123,7 @@ def test_a_request_that_sent_a_commit_is_not_run_again_but_answered_503(make_ins
 
 def _shop_with_replica(make_instance):
     """An app whose DATABASE_REPLICA_URL is the test database itself: every commit that wrote
-    runs the read-your-writes hook (ecommerce/core/replicas.py), as on a Patroni cluster."""
+    runs the read-your-writes hook (ecommerce/core/db/replicas.py), as on a Patroni cluster."""
     url = make_instance().config["SQLALCHEMY_DATABASE_URI"]
     app = make_instance(SQLALCHEMY_REPLICA_URI=url)
     with app.app_context():

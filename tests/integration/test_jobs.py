@@ -34,12 +34,12 @@ from sqlalchemy import select
 
 from ecommerce import tasks
 from ecommerce.core.models import utcnow
-from ecommerce.core.payment_gateway import SandboxGateway
 from ecommerce.extensions import db
 from ecommerce.orders.models import OrderEmail, OrderEvent
+from ecommerce.payments.gateway import SandboxGateway
 from ecommerce.payments.models import Payment
-from tests.conftest import bearer, login, run_concurrently
 from tests.factories import ProductFactory, UserFactory
+from tests.helpers import bearer, login, run_concurrently
 from tests.integration.servers import BIN, HOST, PROJECT_ROOT, clean_env, free_port, stop, wait_until
 
 SWEEP_AFTER_SECONDS = 2

@@ -1,19 +1,27 @@
-"""The per-process copy of the catalog cache (ecommerce/core/local_cache.py) on the real Redis:
-hits without a round trip, invalidation by Redis's own tracking messages, reads that race a
-purge, a lost tracking connection, and coherence across two app instances."""
+"""The per-process copy of the catalog cache (ecommerce/core/cache/local.py) on the real Redis:
+hits without a round trip, invalidation by Redis's own tracking messages (in bursts, and longer
+than one read of the socket), reads that race a purge, a lost tracking connection, a forked
+worker, gevent, TLS, and coherence across two app instances."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import redis
 
-from ecommerce.core.local_cache import CLIENT_NAME, RECONNECT_INTERVAL, LocalCache
-from tests.conftest import bearer, login
+from ecommerce.core.cache.local import CLIENT_NAME, RECONNECT_INTERVAL, LocalCache
 from tests.factories import AdminFactory, ProductFactory
+from tests.helpers import bearer, login
 
 # Tracking is server-wide (not per database): a prefix of this run's own keeps another suite's
 # writes on the same Redis from invalidating these keys.
@@ -78,7 +86,7 @@ def test_keys_outside_the_prefixes_are_not_tracked(local, redis_client):
     redis_client.set(PREFIX + "other:1", "changed")
     wait_for_push()
     # Only the prefixes asked for are tracked, so a change elsewhere never reaches the layer:
-    # ecommerce/core/cache.py gives it tracked keys alone.
+    # ecommerce/core/cache/store.py gives it tracked keys alone.
     assert local.get_or_load(PREFIX + "other:1", load) == "v1"
 
 
@@ -138,6 +146,129 @@ def test_a_read_overtaken_by_a_purge_is_not_kept(local, redis_client):
     assert load.calls == 1
 
 
+def test_a_purge_that_arrives_while_the_read_is_in_flight_is_honoured(local, redis_client):
+    """No other reader this time: the read itself finds the purge's message when it ends."""
+    key = PREFIX + "product:1"
+    redis_client.set(key, "stale")
+
+    def read_then_purge():
+        redis_client.delete(key)
+        wait_for_push()
+        return "stale"
+
+    assert local.get_or_load(key, read_then_purge) == "stale"
+    assert len(local) == 0
+    load = Loads("fresh")
+    assert local.get_or_load(key, load) == "fresh"
+    assert local.get_or_load(key, load) == "fresh"
+    assert load.calls == 1
+
+
+def test_a_burst_of_invalidations_is_applied_in_full(local, redis_client):
+    """Many messages arrive in one read of the socket; every one of them is applied, not just
+    the first (the socket is then empty, the rest waits in the reader's buffer)."""
+    keys = [f"{PREFIX}product:{number}" for number in range(90)]  # all within max_entries
+    for key in keys:
+        local.get_or_load(key, Loads())
+    for key in keys:  # one by one: Redis gathers a BCAST pass's keys into a single message
+        redis_client.set(key, "v2")
+    wait_for_push()
+    load = Loads("v2")
+    assert all(local.get_or_load(key, load) == "v2" for key in keys)
+    assert load.calls == len(keys)
+
+
+@pytest.mark.parametrize("length", [200_000, 8_000_000])
+def test_an_invalidation_longer_than_one_read_of_the_socket(local, redis_client, length):
+    """The message spans several reads of the socket. A long one is not even whole when the
+    write's reply comes (Redis cannot put it all into the socket at once): the layer stands aside
+    until it is, rather than serve what it may name."""
+    key = PREFIX + "product:" + "x" * length
+    load = Loads()
+    local.get_or_load(key, load)
+    local.get_or_load(PREFIX + "product:2", load)
+    redis_client.set(key, "v2")  # no wait: the next read comes right after the reply
+    load.value = "v2"
+    assert local.get_or_load(key, load) == "v2"
+    redis_client.set(PREFIX + "product:2", "v2")
+    wait_for_push()
+    assert local.get_or_load(PREFIX + "product:2", load) == "v2"
+    # The rest is read as look-ups come (Redis sends more as the socket empties), then the key
+    # is served locally again.
+    deadline = time.monotonic() + 5
+    while True:
+        calls = load.calls
+        assert local.get_or_load(key, load) == "v2"
+        if load.calls == calls:
+            break
+        assert time.monotonic() < deadline, "the layer did not come back once the message was whole"
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_forked_worker_opens_its_own_tracking_connection(local, redis_client):
+    key = PREFIX + "product:1"
+    redis_client.set(key, "v1")
+    load = Loads()
+    local.get_or_load(key, load)
+    parent_ids = _tracking_client_ids(redis_client)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status, never return into pytest
+        status = 1
+        try:
+            child_load = Loads("child")
+            first = local.get_or_load(key, child_load)  # nothing inherited is trusted
+            second = local.get_or_load(key, child_load)  # its own connection serves it
+            own = local._connection is not None and local._connection.pid == os.getpid()
+            if (first, second, child_load.calls, own) == ("child", "child", 1, True):
+                status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's connection lives on, and still delivers invalidations.
+    assert set(parent_ids) <= set(_tracking_client_ids(redis_client))
+    assert local.get_or_load(key, load) == "v1" and load.calls == 1
+    redis_client.delete(key)
+    wait_for_push()
+    assert local.get_or_load(key, load) == "v1" and load.calls == 2
+
+
+GEVENT_WORKER = """
+import sys, time
+import redis
+from ecommerce.core.cache.local import LocalCache
+
+url, key = sys.argv[1], sys.argv[2]
+writer = redis.Redis.from_url(url)
+layer = LocalCache(url, [key], seconds=30, max_entries=10)
+loads = []
+def load():
+    loads.append(1)
+    return writer.get(key)
+writer.set(key, "v1")
+assert layer.get_or_load(key, load) == layer.get_or_load(key, load) == b"v1" and len(loads) == 1
+writer.set(key, "v2")
+assert layer.get_or_load(key, load) == b"v2" and len(loads) == 2
+"""
+
+
+def test_under_gevent_every_write_is_seen_by_the_next_read(app, tmp_path):
+    """A gunicorn worker runs with gevent's monkey-patched sockets."""
+    script = tmp_path / "worker.py"
+    script.write_text(GEVENT_WORKER)
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-m", "gevent.monkey", str(script), app.config["REDIS_URL"], PREFIX + "product:g"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+
+
 def _tracking_client_ids(redis_client) -> list[int]:
     return [int(client["id"]) for client in redis_client.client_list() if client.get("name") == CLIENT_NAME]
 
@@ -194,3 +325,65 @@ def test_every_write_is_seen_by_the_next_read_on_another_instance(make_instance)
     assert reader.get("/api/products/?sort=price").get_json() == lists.get_json()
     assert writer.patch(url, json={"price": "0.50"}, headers=admin).status_code == 200
     assert reader.get("/api/products/?sort=price").get_json()[0]["price"] == "0.50"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A Redis of this test's own on TLS, with a user and password: the URL for it."""
+    if not (shutil.which("redis-server") and shutil.which("openssl")):
+        pytest.skip("needs redis-server and openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    config = tmp_path / "redis.conf"
+    config.write_text(
+        f"port 0\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {cert}\n"
+        f'tls-auth-clients no\nsave ""\nappendonly no\ndir {tmp_path}\n'
+        "user default off\nuser shop on >s3cret ~* &* +@all\n"
+    )
+    server = subprocess.Popen(
+        ["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"rediss://shop:s3cret@127.0.0.1:{port}/3?ssl_ca_certs={cert}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.skip("this redis-server does not speak TLS")
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_tracking_over_tls_with_a_user_and_password(tls_redis):
+    writer = redis.Redis.from_url(tls_redis)
+    layer = LocalCache(tls_redis, ["product:"], seconds=30, max_entries=100)
+    try:
+        writer.set("product:1", "v1")
+        load = Loads()
+        layer.get_or_load("product:1", load)
+        assert layer.get_or_load("product:1", load) == "v1" and load.calls == 1
+        writer.delete("product:1")
+        wait_for_push()
+        load.value = "v2"
+        assert layer.get_or_load("product:1", load) == "v2" and load.calls == 2
+        assert [client["db"] for client in writer.client_list() if client.get("name") == CLIENT_NAME] == ["3"]
+    finally:
+        layer.close()

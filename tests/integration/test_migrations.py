@@ -18,7 +18,7 @@ from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
 from ecommerce.products.services import _text_match
-from tests.conftest import _recreate_database, drop_database
+from tests.helpers import drop_database, recreate_database
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")
 TABLES = {
@@ -78,7 +78,7 @@ def scratch_postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL database next to the test database (``<test db>_migrations``)."""
     url = make_url(TestingConfig.SQLALCHEMY_DATABASE_URI)
     scratch = url.set(database=f"{url.database}_migrations")
-    _recreate_database(scratch.render_as_string(hide_password=False))
+    recreate_database(scratch.render_as_string(hide_password=False))
     yield scratch.render_as_string(hide_password=False)
     drop_database(scratch.render_as_string(hide_password=False))
 

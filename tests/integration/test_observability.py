@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from ecommerce.config import TestingConfig
 from ecommerce.extensions import db
-from tests.conftest import _recreate_database, drop_database
+from tests.helpers import drop_database, recreate_database
 from tests.integration.servers import (
     BIN,
     HOST,
@@ -131,7 +131,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         MAIL_FOLDER=str(root / "mail"),
         AUTH_RATE_LIMIT="1000/minute",
     )
-    _recreate_database(database_url)
+    recreate_database(database_url)
     try:
         if _stack_tools_present():
             yield from _script_stack(root, env)

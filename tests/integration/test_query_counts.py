@@ -9,42 +9,22 @@ be the same for both, and are the numbers docs/orders_bottleneck.md quotes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
 
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderEvent, OrderItem, OrderStatus
 from ecommerce.payments.models import Payment, PaymentMethod, PaymentStatus
-from tests.conftest import bearer, login
 from tests.factories import ProductFactory, UserFactory
+from tests.helpers import bearer, capture_statements, login
 
 # One GET /api/orders/: the login check (user joined to its auth session, which also reads the
 # total kept on the user row) and the page of orders with their lines (one joined statement).
 LIST_QUERIES = 2
 # One GET /api/orders/<id>/: the login check, the order, its lines, payments and events.
 DETAIL_QUERIES = 5
-
-
-@contextmanager
-def statements(app: Flask) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine sends while the block runs."""
-    sent: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        sent.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def _orders(user_id: int, products: list, count: int, lines: int, payments: int, events: int) -> list[int]:
@@ -107,7 +87,7 @@ def customers(app: Flask, committed: None) -> dict[str, dict]:
 
 def _count(app: Flask, path: str, headers: dict[str, str]) -> tuple[list | dict, list[str]]:
     client = app.test_client()
-    with statements(app) as sent:
+    with capture_statements(app) as sent:
         response = client.get(path, headers=headers)
     assert response.status_code == 200, response.get_json()
     return response.get_json(), sent

@@ -1,5 +1,5 @@
 """GET and HEAD requests run their statements in autocommit (no BEGIN, no ROLLBACK round trips);
-every other method runs in a transaction (ecommerce/core/replicas.py, ``_for_request``)."""
+every other method runs in a transaction (ecommerce/core/db/replicas.py, ``autocommit_for_reads``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import event
 
 from ecommerce.extensions import db
-from tests.conftest import bearer, login
 from tests.factories import ProductFactory, UserFactory
+from tests.helpers import bearer, login
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
 from ecommerce.reviews.models import Review
-from tests.conftest import bearer, login, run_concurrently
 from tests.factories import ProductFactory, UserFactory
+from tests.helpers import bearer, login, run_concurrently
 
 REVIEWERS = 40
 

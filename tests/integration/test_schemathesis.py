@@ -60,7 +60,6 @@ from ecommerce import create_app
 from ecommerce.auth import services as auth_services
 from ecommerce.config import TestingConfig
 from ecommerce.extensions import db, limiter
-from tests.conftest import _recreate_database, bearer, drop_database
 from tests.factories import (
     PASSWORD,
     AdminFactory,
@@ -69,6 +68,7 @@ from tests.factories import (
     ReviewFactory,
     UserFactory,
 )
+from tests.helpers import bearer, drop_database, recreate_database
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")
 MAX_EXAMPLES = 25
@@ -92,7 +92,7 @@ SCHEMATHESIS_CONFIG = {
 def fuzz_database_url() -> Iterator[str]:
     url = make_url(TestingConfig.SQLALCHEMY_DATABASE_URI)
     fuzz = url.set(database=f"{url.database}_fuzz").render_as_string(hide_password=False)
-    _recreate_database(fuzz)
+    recreate_database(fuzz)
     yield fuzz
     drop_database(fuzz)
 

@@ -18,8 +18,8 @@ from sqlalchemy import text
 from ecommerce.core.models import utcnow
 from ecommerce.extensions import db
 from ecommerce.orders.models import ORDER_TRANSITIONS, OrderStatus
-from tests.conftest import bearer, invoke_cli, login
 from tests.factories import UserFactory
+from tests.helpers import bearer, invoke_cli, login
 
 PASSWORD = "loadtest-password"
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")

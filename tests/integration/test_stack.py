@@ -31,7 +31,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 from ecommerce.config import TestingConfig
-from tests.conftest import drop_database
+from tests.helpers import drop_database
 from tests.integration.servers import HOST, PROJECT_ROOT, clean_env, free_port, wait_until
 
 SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ecommerce.config import libpq_url, normalise_database_url
-from ecommerce.core.replicas import int_to_lsn, lsn_to_int
+from ecommerce.core.db.replicas import int_to_lsn, lsn_to_int
 
 CLUSTER = "postgresql://postgres@127.0.0.1:5433,127.0.0.1:5434,127.0.0.1:5435/ecommerce?target_session_attrs=read-write"
 

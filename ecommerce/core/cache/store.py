@@ -1,12 +1,16 @@
 """Response caching for the catalog: cached JSON bytes, stampede control, purge after commit.
 
 What is cached is the finished JSON body (and its ETag), so a hit costs one cache round trip
-and no serialisation. Reads survive a dead cache: any cache error opens a short circuit
-breaker and the read is answered from the database.
+and no serialisation. A service says *what* may be cached (a ``CacheEntry``: the key, and how
+to read the data on a miss); the route's ``cached_response`` (ecommerce/core/blueprint.py) dumps
+that data with the view's own response schema, once per fill. Reads survive a dead cache: any
+cache error opens a short circuit breaker and the read is answered from the database.
 
-Writes never purge before their transaction commits: services call ``invalidate_product`` /
-``invalidate_product_lists``, which queue the purge on the SQLAlchemy session; it runs in the
-session's ``after_commit`` event and is dropped on rollback.
+Writes never purge before their transaction commits: see purge.py.
+
+On Redis, Flask-Caching's RedisCache runs on a redis-py client of ours (``redis_cache``, a
+custom backend as Flask-Caching documents them), so that the scripts of a miss and the purge's
+pipeline use the same connections, key prefix and serializer as ``cache.get``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis
 from flask import Flask, Response, current_app, request
+from flask_caching.backends.rediscache import RedisCache
 from prometheus_client import Counter
 from redis.exceptions import RedisError
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from ecommerce.core.local_cache import LocalCache
+from ecommerce.core.cache.local import LocalCache
 from ecommerce.extensions import cache
 
 log = logging.getLogger(__name__)
@@ -71,7 +75,39 @@ class CachedJSON:
         return cls(body=body, etag='"' + hashlib.sha1(body).hexdigest() + '"', total=total)
 
 
-def _cache_call(operation: Callable[[], Any], default: Any = None, *, always: bool = False) -> Any:
+@dataclass(frozen=True)
+class Page:
+    """One page of a list, and how many items the whole list holds."""
+
+    items: list[Any]
+    total: int
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A catalog value the cache may already hold: its key, and how to read the data on a miss
+    (an object, a row, a list, or a ``Page``). ``guard_writes``: the key is purged by writes
+    (``invalidate_product``), and a value read before such a write committed is never stored."""
+
+    key: str
+    read: Callable[[], Any]
+    timeout: int
+    entity: str
+    guard_writes: bool = False
+
+    def json(self, dump: Callable[[Any], Any]) -> CachedJSON:
+        """The finished JSON of this entry: from the cache, or read and made with ``dump``."""
+
+        def compute() -> CachedJSON:
+            data = self.read()
+            if isinstance(data, Page):
+                return CachedJSON.from_data(dump(data.items), total=data.total)
+            return CachedJSON.from_data(dump(data))
+
+        return get_or_compute(self.key, compute, self.timeout, self.entity, guard_writes=self.guard_writes)
+
+
+def cache_call(operation: Callable[[], Any], default: Any = None, *, always: bool = False) -> Any:
     """Run one cache operation; on a cache failure open the breaker and return ``default``.
 
     Reads skip the cache while the breaker is open; purges (``always``) are tried anyway, so a
@@ -95,17 +131,35 @@ def _counter(entity: str, result: str):
 
 def cached(key: str) -> Any:
     """The shared cache's value of ``key`` (None on a miss), through this process's copy of it
-    when there is one (ecommerce/core/local_cache.py)."""
-    return _through_local(key, lambda: _cache_call(lambda: cache.get(key)))
+    when there is one (core/cache/local.py)."""
+    return _through_local(key, lambda: cache_call(lambda: cache.get(key)))
+
+
+# Every Redis call of the catalog cache, and of the limiter and the read-your-writes tokens,
+# gives up quickly: a dead Redis must cost a request milliseconds, not seconds.
+REDIS_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+_CLIENT = "catalog_cache_redis"  # app.extensions: the redis-py client under the RedisCache
+
+
+def redis_cache(app: Flask, config: dict[str, Any], args: list[Any], options: dict[str, Any]) -> RedisCache:
+    """Flask-Caching's custom backend hook (``CACHE_TYPE`` names this function): its RedisCache
+    on a redis-py client made here and kept in ``app.extensions``."""
+    client = redis.Redis.from_url(config["CACHE_REDIS_URL"], **REDIS_OPTIONS)
+    app.extensions[_CLIENT] = client
+    return RedisCache(
+        client,
+        default_timeout=options["default_timeout"],
+        key_prefix=config["CACHE_KEY_PREFIX"],
+        ignore_delete_many_errors=True,
+    )
 
 
 def init_local_cache(app: Flask) -> None:
     """After cache.init_app: a per-process layer over a Redis cache, unless turned off."""
     seconds = app.config["LOCAL_CACHE_SECONDS"]
-    backend = app.extensions["cache"][cache]
-    if seconds <= 0 or _redis_client(backend) is None or not app.config.get("CACHE_REDIS_URL"):
+    if seconds <= 0 or _CLIENT not in app.extensions:
         return
-    prefix = backend._get_prefix()
+    prefix = app.config["CACHE_KEY_PREFIX"]
     app.extensions["local_cache"] = LocalCache(
         app.config["CACHE_REDIS_URL"],
         [prefix + "product:", prefix + PRODUCT_LISTS_PREFIX],
@@ -114,9 +168,9 @@ def init_local_cache(app: Flask) -> None:
     )
 
 
-def _redis_client(backend: Any) -> Any | None:
-    """The Redis client of a Redis cache backend; None for the in-process caches."""
-    return getattr(backend, "_write_client", None)
+def redis_client() -> redis.Redis | None:
+    """The Redis client under the cache; None for the in-process caches."""
+    return current_app.extensions.get(_CLIENT)
 
 
 def _acquire_lock(key: str) -> bool:
@@ -188,8 +242,9 @@ def get_or_compute(
     from a read that began before such a write committed is then never stored, so the cache
     cannot keep a stale copy past the purge.
     """
-    if _redis_client(cache.cache) is not None:
-        fill = _RedisFill(cache.cache, key, guard_writes)
+    client = redis_client()
+    if client is not None:
+        fill = _RedisFill(client, key, guard_writes)
         hit = _through_local(key, fill.get_or_lock)
         if hit is not None:
             _counter(entity, "hit").inc()
@@ -205,32 +260,32 @@ def get_or_compute(
     _counter(entity, "miss").inc()
     lock_key = lock_key_of(key)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while not _cache_call(lambda: _acquire_lock(lock_key), default=True):
+    while not cache_call(lambda: _acquire_lock(lock_key), default=True):
         # Another request is computing this key: wait for its result rather than pile on the
         # database, and take the lock over if the holder finishes without storing a value.
         if time.monotonic() >= deadline:
             return compute()
         time.sleep(LOCK_POLL_SECONDS)
-        hit = _cache_call(lambda: cache.get(key))
+        hit = cache_call(lambda: cache.get(key))
         if hit is not None:
             return hit
     try:
         # Look again under the lock: a caller that missed just before the previous holder
         # stored the value and released the lock would otherwise compute it a second time.
-        hit = _cache_call(lambda: cache.get(key))
+        hit = cache_call(lambda: cache.get(key))
         if hit is not None:
             return hit
         if not guard_writes:
             value = compute()
-            _cache_call(lambda: cache.set(key, value, timeout=timeout))
+            cache_call(lambda: cache.set(key, value, timeout=timeout))
             return value
-        generation = _cache_call(lambda: _generation(key))
+        generation = cache_call(lambda: _generation(key))
         value = compute()
         if generation is not None:
-            _cache_call(lambda: _store_if_unpurged(key, value, timeout, generation))
+            cache_call(lambda: _store_if_unpurged(key, value, timeout, generation))
         return value
     finally:
-        _cache_call(lambda: cache.delete(lock_key))
+        cache_call(lambda: cache.delete(lock_key))
 
 
 def _through_local(key: str, load: Callable[[], Any]) -> Any:
@@ -238,7 +293,7 @@ def _through_local(key: str, load: Callable[[], Any]) -> Any:
     local: LocalCache | None = current_app.extensions.get("local_cache")
     if local is None:
         return load()
-    return local.get_or_load(cache.cache._get_prefix() + key, load)
+    return local.get_or_load(current_app.config["CACHE_KEY_PREFIX"] + key, load)
 
 
 _scripts: dict[int, tuple[Any, Any]] = {}
@@ -266,10 +321,9 @@ class _RedisFill:
     itself after LOCK_WAIT_SECONDS. Any Redis failure opens the breaker; the value is computed.
     """
 
-    def __init__(self, backend: Any, key: str, guard_writes: bool) -> None:
-        self.backend = backend
-        self.client = _redis_client(backend)
-        prefix = backend._get_prefix()
+    def __init__(self, client: redis.Redis, key: str, guard_writes: bool) -> None:
+        self.client = client
+        prefix = current_app.config["CACHE_KEY_PREFIX"]
         self.keys = [prefix + key, prefix + lock_key_of(key)]
         if guard_writes:
             self.keys.append(prefix + generation_key(key))
@@ -293,7 +347,7 @@ class _RedisFill:
             self.redis_down = True
             return None
         if found:
-            return self.backend.serializer.loads(rest[0])
+            return RedisCache.serializer.loads(rest[0])
         self.locked, generation = bool(rest[0]), rest[1]
         self.generation = generation.decode() if isinstance(generation, bytes) else str(generation)
         return None
@@ -314,16 +368,16 @@ class _RedisFill:
         except BaseException:
             self._unlock()
             raise
-        expiry = max(self.backend._normalize_timeout(timeout), 0)
-        dump = self.backend.serializer.dumps(value)
+        expiry = max(int(timeout), 0)
+        dump = RedisCache.serializer.dumps(value)
         store = _scripts_of(self.client)[1]
-        _cache_call(lambda: store(keys=self.keys, args=[dump, expiry, self.token, self.generation, "1"]))
+        cache_call(lambda: store(keys=self.keys, args=[dump, expiry, self.token, self.generation, "1"]))
         return value
 
     def _unlock(self) -> None:
         """Release the lock after a failed compute (only if it is still this filler's)."""
         store = _scripts_of(self.client)[1]
-        _cache_call(lambda: store(keys=self.keys, args=["", 0, self.token, "", "0"]), always=True)
+        cache_call(lambda: store(keys=self.keys, args=["", 0, self.token, "", "0"]), always=True)
 
 
 def product_key(product_id: int) -> str:
@@ -339,8 +393,8 @@ def product_list_version() -> str:
     version = cached(PRODUCT_LIST_VERSION_KEY)
     if version is None:
         fresh = str(time.time_ns())
-        _cache_call(lambda: cache.add(PRODUCT_LIST_VERSION_KEY, fresh, timeout=0))
-        version = _cache_call(lambda: cache.get(PRODUCT_LIST_VERSION_KEY)) or fresh
+        cache_call(lambda: cache.add(PRODUCT_LIST_VERSION_KEY, fresh, timeout=0))
+        version = cache_call(lambda: cache.get(PRODUCT_LIST_VERSION_KEY)) or fresh
     return version
 
 
@@ -348,48 +402,6 @@ def product_list_key(version: str, params: dict[str, Any]) -> str:
     canonical = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
     digest = hashlib.sha1(canonical.encode()).hexdigest()
     return f"{PRODUCT_LISTS_PREFIX}{version}:{digest}"
-
-
-# -- purge after commit -------------------------------------------------------------------
-
-_PENDING_KEY = "ecommerce_cache_purges"
-
-
-def _pending(session: Session) -> dict[str, Any]:
-    return session.info.setdefault(_PENDING_KEY, {"keys": set(), "lists": False})
-
-
-def invalidate_product(session: Session, product_id: int) -> None:
-    """Purge the product's detail and every product list, once the transaction commits."""
-    pending = _pending(session)
-    pending["keys"].add(product_key(product_id))
-    pending["lists"] = True
-
-
-def invalidate_product_lists(session: Session) -> None:
-    """Start a new generation of product lists, once the transaction commits."""
-    _pending(session)["lists"] = True
-
-
-@event.listens_for(Session, "after_commit")
-def _purge_after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING_KEY, None)
-    if not pending:
-        return
-    for key in pending["keys"]:
-        # New generation first, then delete: a reader that began before the commit can no
-        # longer store its copy, and any copy stored before the bump is gone.
-        _cache_call(lambda key=key: cache.cache.inc(generation_key(key)), always=True)
-    if pending["keys"]:
-        _cache_call(lambda: cache.delete_many(*pending["keys"]), always=True)
-    if pending["lists"]:
-        new_version = str(time.time_ns())
-        _cache_call(lambda: cache.set(PRODUCT_LIST_VERSION_KEY, new_version, timeout=0), always=True)
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_purges_on_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
 
 
 def clear_all() -> None:

@@ -8,9 +8,11 @@ replica has already replayed every write the reader must see.
 The consistency model is *read-your-writes by WAL position* (docs/distributed_systems.md):
 
 * After a transaction commits a write, the primary's WAL position (``pg_current_wal_lsn()``,
-  read after the commit, so at or past its commit record) is stored in Redis under a *scope*:
-  ``catalog`` for a write to the catalog tables, ``user:<id>`` for a request of that user.
-  A scope's token only ever moves forward (one Lua script), whichever instance writes it.
+  read after the commit, on the very connection that committed, so at or past its commit
+  record) is stored in Redis under a *scope*: ``catalog`` for a write to the catalog tables,
+  ``user:<id>`` for a request of that user. A scope's token only ever moves forward (one Lua
+  script), whichever instance writes it. This is the first step after a commit
+  (after_commit.py), before the cache purge.
 * A reader of a scope compares the token with the replica's ``pg_last_wal_replay_lsn()`` on the
   very connection it will read from. Caught up: the replica serves the request. Behind: the
   request reads from the primary instead. So a user who has just written never reads older
@@ -25,29 +27,28 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import flask_sqlalchemy.session
 from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from flask_jwt_extended import get_jwt_identity
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from redis.exceptions import RedisError
-from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ecommerce.core.failover import PRIMARY_UNAVAILABLE
+from ecommerce.core.db.failover import PRIMARY_UNAVAILABLE
+from ecommerce.core.db.session import REPLICA_BIND, ROUTE, has_written, take_written_tables
 from ecommerce.core.metrics import register_scrape_time_collector
+from ecommerce.extensions import db
 
 log = logging.getLogger(__name__)
 
-REPLICA_BIND = "replica"
 CATALOG_SCOPE = "catalog"
 CATALOG_TABLES = frozenset({"products", "categories", "reviews"})
 TOKEN_KEY_PREFIX = "ecommerce:lsn:"
 
-_ROUTE = "ecommerce_read_route"  # session.info: "replica" or "primary", decided once per session
-_WROTE = "ecommerce_wrote_tables"  # session.info: tables written by the current transaction
-_USER_SCOPES = "_ecommerce_ryw_user_scopes"  # g: user scopes to stamp once the request ends
+_COMMITTING = "ecommerce_ryw_connection"  # session.info: the primary connection being committed
 
 ROUTED_READS = Counter(
     "ecommerce_db_routed_reads_total",
@@ -77,20 +78,9 @@ def int_to_lsn(position: int) -> str:
     return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
-class RoutingSession(flask_sqlalchemy.session.Session):
-    """``db.session``: the primary unless this session was routed to the replica; a flush (a
-    write) always goes to the primary."""
-
-    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
-        if bind is None and not self._flushing and self.info.get(_ROUTE) == "replica":
-            engine = self._db.engines.get(REPLICA_BIND)
-            if engine is not None:
-                return engine
-        return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
-
-
-def reads_in_autocommit(engine: Engine) -> None:
-    """A GET or HEAD request's connection runs in autocommit; every other use in transactions.
+def autocommit_for_reads(dbapi_connection, record) -> None:
+    """On checkout: a GET or HEAD request's connection runs in autocommit; every other use in
+    transactions (``transactions_again`` on checkin; engine.py installs both).
 
     Under READ COMMITTED each statement takes its own snapshot anyway, so a read-only request
     gains nothing from a transaction, and one costs two round trips on top of the statements:
@@ -101,21 +91,18 @@ def reads_in_autocommit(engine: Engine) -> None:
     (SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` option is not used: its reset on check-in can
     raise from a connection that died meanwhile, outside the pool's own error handling.)
     """
+    if has_request_context() and request.method in ("GET", "HEAD"):
+        dbapi_connection.autocommit = True
+        record.info["autocommit"] = True
 
-    @event.listens_for(engine, "checkout")
-    def _autocommit_for_reads(dbapi_connection, record, _proxy) -> None:
-        if has_request_context() and request.method in ("GET", "HEAD"):
-            dbapi_connection.autocommit = True
-            record.info["autocommit"] = True
 
-    @event.listens_for(engine, "checkin")
-    def _transactions_again(dbapi_connection, record) -> None:
-        if record.info.pop("autocommit", False) and dbapi_connection is not None:
-            try:
-                dbapi_connection.autocommit = False
-            except Exception as error:  # noqa: BLE001 - a connection this broken is not pooled
-                log.warning("dropping a pooled connection that could not leave autocommit: %s", error)
-                record.invalidate(error)
+def transactions_again(dbapi_connection, record) -> None:
+    if record.info.pop("autocommit", False) and dbapi_connection is not None:
+        try:
+            dbapi_connection.autocommit = False
+        except Exception as error:  # noqa: BLE001 - a connection this broken is not pooled
+            log.warning("dropping a pooled connection that could not leave autocommit: %s", error)
+            record.invalidate(error)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -158,16 +145,14 @@ def read_from_replica(*scopes: str, session: Session | None = None) -> bool:
     Decided once per session (request): a later call changes nothing. Only GET and HEAD
     requests are routed; a session that has already written stays on the primary.
     """
-    from ecommerce.extensions import db
-
     session = session or db.session
-    decided = session.info.get(_ROUTE)
+    decided = session.info.get(ROUTE)
     if decided is not None:
         return decided == "replica"
     engine = replica_engine()
     if engine is None:
         return _decide(session, "primary", "no_replica")
-    if session.info.get(_WROTE) or (has_request_context() and request.method not in ("GET", "HEAD")):
+    if has_written(session) or (has_request_context() and request.method not in ("GET", "HEAD")):
         return _decide(session, "primary", "writer")
     if g and g.get(PRIMARY_UNAVAILABLE):
         return _decide(session, "replica", "primary_unavailable")
@@ -190,7 +175,7 @@ def read_from_replica(*scopes: str, session: Session | None = None) -> bool:
 
 
 def _decide(session: Session, target: str, reason: str) -> bool:
-    session.info[_ROUTE] = target
+    session.info[ROUTE] = target
     ROUTED_READS.labels(target, reason).inc()
     return target == "replica"
 
@@ -219,39 +204,59 @@ def user_scope(user_id: int) -> str:
 # -- writing: the tokens ---------------------------------------------------------------------
 
 
-def _note_tables(session: Session, tables: Iterable[str]) -> None:
-    session.info.setdefault(_WROTE, set()).update(tables)
+def hold_committing_connection(session: Session) -> None:
+    """Before a commit that wrote: keep the primary connection it commits on, so that the WAL
+    position is read on that very connection once the commit is done (no second connection
+    from a pool every request of a worker may be holding)."""
+    if replica_engine() is not None and has_written(session):
+        session.info[_COMMITTING] = session.connection()
 
 
-def note_writes(session: Session, *tables: str) -> None:
-    """Record the tables a plain-SQL statement wrote (the ORM sees the tables of its own
-    INSERT, UPDATE and DELETE, but not those of a ``text()`` statement with data-modifying
-    CTEs), so that its commit stamps the read-your-writes tokens like any other write."""
-    _note_tables(session, tables)
+def stamp_commit(session: Session) -> None:
+    """After a commit: advance the tokens of the scopes it wrote (the catalog's, and the
+    request's user's) to the primary's WAL position."""
+    tables = take_written_tables(session)
+    connection = session.info.pop(_COMMITTING, None)
+    if not tables or connection is None:
+        return
+    scopes = set()
+    if tables & CATALOG_TABLES:
+        scopes.add(CATALOG_SCOPE)
+    user_id = _request_user_id()
+    if user_id is not None:
+        scopes.add(user_scope(user_id))
+    if scopes:
+        position = _wal_position(connection)
+        if position is not None:
+            _advance(scopes, position)
 
 
-@event.listens_for(Session, "after_flush")
-def _tables_flushed(session: Session, _flush_context) -> None:
-    tables = {getattr(obj, "__tablename__", "") for obj in (*session.new, *session.dirty, *session.deleted)}
-    _note_tables(session, tables or {""})
+def forget_commit(session: Session) -> None:
+    """After a rollback: nothing was written."""
+    take_written_tables(session)
+    session.info.pop(_COMMITTING, None)
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _tables_executed(state) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
-        table = getattr(state.statement, "table", None)
-        _note_tables(state.session, {getattr(table, "name", "")})
+def _request_user_id() -> int | None:
+    """The id of the request's user, from its verified token (no database access: this runs
+    after a commit, where the session can emit no SQL)."""
+    if not has_request_context():
+        return None
+    try:
+        identity = get_jwt_identity()
+    except RuntimeError:  # no token was verified for this request
+        return None
+    return int(identity) if identity is not None else None
 
 
-def _primary_wal_position() -> int | None:
-    engine = current_app.extensions["sqlalchemy"].engines[None]
-    if engine.dialect.name == "postgresql":
-        try:
-            with engine.connect() as connection:
-                return lsn_to_int(connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar())
-        except DBAPIError as error:
-            log.warning("could not read the primary's WAL position: %s", error.orig)
-    return None
+def _wal_position(connection: Connection) -> int | None:
+    """The primary's WAL position, on the connection that has just committed (its transaction
+    over; the statement runs in a new one, which the session's close rolls back)."""
+    try:
+        return lsn_to_int(connection.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar())
+    except DBAPIError as error:
+        log.warning("could not read the primary's WAL position: %s", error.orig)
+        return None
 
 
 def _advance(scopes: Iterable[str], position: int) -> None:
@@ -264,55 +269,6 @@ def _advance(scopes: Iterable[str], position: int) -> None:
         pipe.execute()
     except (RedisError, OSError) as error:
         log.warning("could not store read-your-writes tokens: %s", error)
-
-
-def _stamp(scopes: set[str]) -> None:
-    position = _primary_wal_position()
-    if position is not None:
-        _advance(scopes, position)
-
-
-# insert=True: runs before the cache's own after_commit purge (ecommerce/core/cache.py), so a
-# reader that misses the purged cache already finds the new catalog token.
-@event.listens_for(Session, "after_commit", insert=True)
-def _after_commit(session: Session) -> None:
-    tables = session.info.pop(_WROTE, None)
-    if not tables or replica_engine() is None:
-        return
-    try:
-        if tables & CATALOG_TABLES:
-            _stamp({CATALOG_SCOPE})
-        if has_request_context():
-            user_id = _request_user_id()
-            if user_id is not None:
-                g.setdefault(_USER_SCOPES, set()).add(user_scope(user_id))
-    except Exception:  # the transaction is committed: the caller must not see it fail
-        log.exception("could not record the read-your-writes tokens of a commit")
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_WROTE, None)
-
-
-def _request_user_id() -> int | None:
-    """The id of the request's user, without touching the database: this runs in
-    ``after_commit``, where the session can emit no SQL. After a rollback in the request (an
-    Idempotency-Key that stores a 409, or releases its claim) the user object is expired, and
-    reading ``user.id`` would load it: an InvalidRequestError, and a 500 for a committed write.
-    Its identity key (the primary key) survives expiry."""
-    loaded = g.get("_jwt_extended_jwt_user")
-    user = loaded.get("loaded_user") if isinstance(loaded, dict) else None
-    state = inspect(user, raiseerr=False) if user is not None else None
-    identity = state.identity if state is not None else None
-    return identity[0] if identity else None
-
-
-def stamp_request_writes() -> None:
-    """Before a response leaves: the user's token, once per request that wrote."""
-    scopes = g.pop(_USER_SCOPES, None)
-    if scopes and replica_engine() is not None:
-        _stamp(scopes)
 
 
 # -- replica lag, read at scrape time --------------------------------------------------------
@@ -372,15 +328,7 @@ class ReplicationLagCollector:
 REPLICATION_LAG = register_scrape_time_collector(ReplicationLagCollector())
 
 
-def init_replicas(app: Flask) -> None:
+def init_replicas(app: Flask, engines: dict[str | None, Engine]) -> None:
     """After db.init_app: the lag collector watches this app's primary."""
-    app.after_request(_stamp_after_request)
-    with app.app_context():
-        engines = app.extensions["sqlalchemy"].engines
-        if REPLICA_BIND in engines and engines[None].dialect.name == "postgresql":
-            REPLICATION_LAG.engine = engines[None]
-
-
-def _stamp_after_request(response):
-    stamp_request_writes()
-    return response
+    if REPLICA_BIND in engines and engines[None].dialect.name == "postgresql":
+        REPLICATION_LAG.engine = engines[None]

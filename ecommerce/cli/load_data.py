@@ -165,7 +165,6 @@ def ensure_load_customers(count: int, password: str) -> LoadCustomers:
         )
     session.commit()
     customers = _existing_load_customers()
-    session.rollback()
     return LoadCustomers([row.id for row in customers], [row.username for row in customers], len(missing))
 
 
@@ -302,7 +301,6 @@ def write_load_csvs(directory: Path, usernames: list[str], password: str) -> lis
     )
     random.Random(CSV_SEED).shuffle(in_stock)
     categories = list(db.session.scalars(select(Category.id).order_by(Category.id)))
-    db.session.rollback()  # reads only: end the transaction
     files = {
         "users.csv": (("username", "password"), [(name, password) for name in usernames]),
         "products.csv": (("product_id",), [(pid,) for pid in in_stock[:CSV_MAX_PRODUCTS]]),

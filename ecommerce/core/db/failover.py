@@ -6,8 +6,8 @@ crash) there is no node that accepts writes. Pooled connections to the old prima
 new ones find no ``read-write`` host, and a connection that survived on a demoted node refuses
 writes (SQLSTATE 25006). All of these are treated as a disconnect: SQLAlchemy drops the pool's
 connections, the next checkout connects afresh (a connection idle for a second is pinged
-first, ``ping_idle_connections``), and the client gets 503 with ``Retry-After``
-(ecommerce/errors.py), never a 500.
+first, ``IdlePing``), and the client gets 503 with ``Retry-After`` (ecommerce/errors.py),
+never a 500.
 
 Before that, the request itself is run again for up to ``DB_RETRY_SECONDS`` when that is safe:
 no COMMIT of this request has reached the database, so nothing it did is stored, and running it
@@ -28,6 +28,8 @@ from prometheus_client import Counter
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+
+from ecommerce.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ def _sqlstate(error: BaseException | None) -> str:
     return getattr(error, "pgcode", None) or ""
 
 
-@event.listens_for(Engine, "handle_error")
 def _failover_errors_are_disconnects(context) -> None:
     """A demoted or stopping server: drop the connection (and the pool's others) like a lost one."""
     code = _sqlstate(context.original_exception)
@@ -65,10 +66,15 @@ def _failover_errors_are_disconnects(context) -> None:
         context.is_disconnect = True
 
 
-@event.listens_for(Engine, "commit")
 def _note_commit(_connection) -> None:
     if has_request_context():
         setattr(g, _COMMIT_SENT, True)
+
+
+def install_engine_hooks(engine: Engine) -> None:
+    """On a PostgreSQL engine: failover errors are disconnects; a request's COMMIT is noted."""
+    event.listen(engine, "handle_error", _failover_errors_are_disconnects)
+    event.listen(engine, "commit", _note_commit)
 
 
 def database_unavailable(error: DBAPIError) -> bool:
@@ -84,10 +90,12 @@ def database_unavailable(error: DBAPIError) -> bool:
 
 
 def dispatch_with_retry(dispatch: Callable[[], Any]) -> Any:
-    """Run the view; while the database is unreachable and nothing was committed, run it again
-    (backing off from 0.1 s to 1 s) until DB_RETRY_SECONDS have passed."""
-    from ecommerce.extensions import db
+    """Run the view as one unit of work: whatever it leaves uncommitted when it raises (a
+    DomainError, a unique violation, a bug) is rolled back here, before the error is answered,
+    so services raise without rolling back themselves and no lock outlives the failure.
 
+    While the database is unreachable and nothing was committed, the view is run again (backing
+    off from 0.1 s to 1 s) until DB_RETRY_SECONDS have passed."""
     budget = current_app.config.get("DB_RETRY_SECONDS", 0)
     deadline = time.monotonic() + budget
     delay = 0.1
@@ -96,18 +104,31 @@ def dispatch_with_retry(dispatch: Callable[[], Any]) -> Any:
             return dispatch()
         except DBAPIError as error:
             if not database_unavailable(error) or g.get(_COMMIT_SENT) or time.monotonic() + delay > deadline:
+                roll_back()
                 raise
             log.warning("database unavailable, running the request again in %.1fs: %s", delay, error.orig)
             # A read that may be stale is served by a replica on the next attempt, caught up or
             # not: during a failover a slightly old catalog beats an error.
             setattr(g, PRIMARY_UNAVAILABLE, True)
-        discard_session(db)
+        except BaseException:
+            roll_back()
+            raise
+        discard_session()
         FAILOVER_RETRIES.inc()
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 
 
-def discard_session(db) -> None:
+def roll_back() -> None:
+    """End the request's transaction after a failure; a lost connection is dropped quietly."""
+    try:
+        db.session.rollback()
+    except DBAPIError as error:
+        log.warning("a database connection was lost while rolling back: %s", error.orig)
+        discard_session()
+
+
+def discard_session() -> None:
     """Close and forget the request's session, even when a server under it has died.
 
     Closing rolls back each connection the session holds; on a connection whose server was
@@ -124,14 +145,13 @@ def discard_session(db) -> None:
 def init_failover(app: Flask) -> None:
     """After db.init_app: this teardown runs before Flask-SQLAlchemy's (teardowns run in reverse
     order of registration), which then finds no session left to close."""
-    from ecommerce.extensions import db
 
     @app.teardown_appcontext
     def _close_session_safely(_error: BaseException | None) -> None:
-        discard_session(db)
+        discard_session()
 
 
-def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+class IdlePing:
     """Check a pooled connection with ``SELECT 1`` before use, but only when it has sat idle
     for ``idle_seconds`` or more (instead of SQLAlchemy's ``pool_pre_ping`` on every checkout).
 
@@ -139,18 +159,16 @@ def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
     prove it alive is a tenth of a cached-miss read. A connection that died while busy fails on
     its first statement instead: SQLAlchemy marks the whole pool stale, and the request is run
     again (``dispatch_with_retry``) since nothing was committed. An idle one (a restart or a
-    failover overnight) is still checked before it is handed out.
+    failover overnight) is still checked before it is handed out. The engine's hooks
+    (engine.py) note when each connection was made or came back (``checked_in_at``).
     """
 
-    @event.listens_for(engine, "connect")
-    @event.listens_for(engine, "checkin")
-    def _fresh(_dbapi_connection, record) -> None:  # just made, or just back from a request
-        record.info["checked_in_at"] = time.monotonic()
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
 
-    @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+    def check(self, dbapi_connection, record) -> None:
         returned = record.info.get("checked_in_at")
-        if returned is not None and time.monotonic() - returned < idle_seconds:
+        if returned is not None and time.monotonic() - returned < self.idle_seconds:
             return
         # In autocommit, as SQLAlchemy's own ping does: a bare SELECT would open a transaction
         # (psycopg2's implicit BEGIN) and hand the request a connection already inside one.

@@ -1,5 +1,10 @@
-"""Operator commands: ``flask seed``, ``flask users ...``, ``flask cache clear``, ``flask auth ...``,
-and ``flask db backup / restore / drill`` (ecommerce/backups.py) in Flask-Migrate's ``db`` group."""
+"""``flask seed``: a demo catalog (a category tree, products, customers and their reviews) and,
+with ``--load-*``, the load-test data of load_data.py.
+
+Every step tops up to the counts given, so running it again adds nothing twice. Products and
+reviews are written with multi-row INSERTs in chunks; when they change, the catalog cache on
+Redis is cleared (a server without Redis keeps its own until its entries expire).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +16,18 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from flask import Flask
-from flask.cli import AppGroup
-from flask_migrate.cli import db as db_cli
+from flask import current_app
 from sqlalchemy import func, insert, select, text
 
-from ecommerce.auth.services import hash_password, purge_expired_logins
-from ecommerce.backups import BACKUP_COMMANDS
+from ecommerce.auth.services import hash_password
 from ecommerce.categories.models import Category
-from ecommerce.core.cache import clear_all
-from ecommerce.core.idempotency import purge_expired
+from ecommerce.cli.load_data import ensure_load_customers, ensure_load_orders, write_load_csvs
+from ecommerce.core.cache.store import clear_all
 from ecommerce.core.models import utcnow
-from ecommerce.errors import DomainError
 from ecommerce.extensions import db
-from ecommerce.loadtest_data import ensure_load_customers, ensure_load_orders, write_load_csvs
 from ecommerce.products.models import Product
 from ecommerce.reviews.models import Review
-from ecommerce.users import services as user_services
-from ecommerce.users.models import Role, User
+from ecommerce.users.models import User
 
 ROOT_CATEGORIES = ["Electronics", "Home & Kitchen", "Books", "Sports & Outdoors", "Fashion", "Toys & Games"]
 SUB_WORDS = ["Essentials", "Premium", "Accessories", "Classics", "Pro", "Everyday", "Outlet", "Kids"]
@@ -67,11 +66,6 @@ NOUNS = [
     "Mug",
 ]
 CHUNK = 5000
-
-users_cli = AppGroup("users", help="Manage user accounts.")
-cache_cli = AppGroup("cache", help="Manage the catalog cache.")
-auth_cli = AppGroup("auth", help="Manage login sessions.")
-idempotency_cli = AppGroup("idempotency", help="Manage stored Idempotency-Key responses.")
 
 
 def _ensure_categories(roots: int, children: int, depth: int) -> list[int]:
@@ -242,8 +236,9 @@ def seed_command(
         raise click.BadParameter(f"between 1 and {len(ROOT_CATEGORIES)}", param_hint="--roots")
     if not 1 <= children <= len(SUB_WORDS):
         raise click.BadParameter(f"between 1 and {len(SUB_WORDS)}", param_hint="--children")
-    if len(load_password) < 8:
-        raise click.BadParameter("at least 8 characters", param_hint="--load-password")
+    min_length = current_app.config["PASSWORD_MIN_LENGTH"]
+    if len(load_password) < min_length:
+        raise click.BadParameter(f"at least {min_length} characters", param_hint="--load-password")
     leaves = _ensure_categories(roots, children, depth)
     added = _seed_products(products, leaves)
     customer_ids = _seed_customers(customers, customer_password)
@@ -279,75 +274,3 @@ def _seed_load_data(customers: int, orders: int, password: str, csv_dir: Path | 
     if csv_dir is not None:
         for path, rows in write_load_csvs(csv_dir, load.usernames, password):
             click.echo(f"Wrote {path} ({rows} rows)")
-
-
-@users_cli.command("create-admin")
-@click.option("--username", required=True)
-@click.option("--email", required=True)
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-def create_admin_command(username, email, password):
-    """Create an admin account."""
-    if len(password) < 8:
-        raise click.ClickException("The password must have at least 8 characters.")
-    try:
-        user = user_services.create_admin(username, email, password)
-    except DomainError as error:
-        raise click.ClickException(error.detail) from None
-    click.echo(f"Admin {user.username} created with id {user.id}.")
-
-
-@users_cli.command("set-role")
-@click.argument("username")
-@click.argument("role", type=click.Choice(Role.values()))
-def set_role_command(username, role):
-    """Give an existing account a role."""
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise click.ClickException(f"No user named {username}.")
-    user.role = Role(role)
-    db.session.commit()
-    click.echo(f"{username} is now {role}.")
-
-
-@users_cli.command("deactivate")
-@click.argument("username")
-def deactivate_command(username):
-    """Block an account: it can no longer log in and its tokens stop working."""
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise click.ClickException(f"No user named {username}.")
-    user.is_active = False
-    db.session.commit()
-    click.echo(f"{username} is deactivated.")
-
-
-@cache_cli.command("clear")
-def cache_clear_command():
-    """Drop every cached catalog entry."""
-    clear_all()
-    click.echo("Cache cleared.")
-
-
-@auth_cli.command("purge-sessions")
-@click.option("--older-than-days", default=1, show_default=True)
-def purge_sessions_command(older_than_days):
-    """Delete login sessions expired or revoked more than N days ago."""
-    removed = purge_expired_logins(timedelta(days=older_than_days))
-    click.echo(f"Removed {removed} login sessions.")
-
-
-@idempotency_cli.command("purge")
-def idempotency_purge_command():
-    """Delete Idempotency-Key records older than their 24-hour retention."""
-    click.echo(f"Removed {purge_expired()} expired Idempotency-Key records.")
-
-
-def register_commands(app: Flask) -> None:
-    app.cli.add_command(seed_command)
-    app.cli.add_command(users_cli)
-    app.cli.add_command(cache_cli)
-    app.cli.add_command(auth_cli)
-    app.cli.add_command(idempotency_cli)
-    # Flask-Migrate's group is the one `flask db` runs (migrate.init_app registered it).
-    for command in BACKUP_COMMANDS:
-        db_cli.add_command(command)

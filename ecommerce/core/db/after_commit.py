@@ -1,0 +1,83 @@
+"""The one place that lists what runs once a transaction has committed, and in which order.
+
+Services never act on the outside world inside a transaction: they queue what a commit owes on
+the session (``invalidate_product``, ``enqueue_after_commit``), and a rollback drops it. Once the
+commit is done, the steps run in this order:
+
+1. **read-your-writes tokens** (replicas.py): the primary's WAL position for the scopes the
+   transaction wrote. First, so that a reader who misses the purged cache next already finds
+   the new catalog token and does not fill the cache from a replica that lags behind the write.
+2. **cache purge** (cache/purge.py): the new generation of each written product and of the
+   product lists, then the cached entries deleted.
+3. **job enqueue** (jobs.py): the Huey jobs the transaction asked for (a payment to charge, an
+   email to send), each of whose work is also recorded in the committed rows.
+
+A step that fails is logged and counted (``ecommerce_after_commit_failures_total``) and the
+next step still runs: the write is committed, and no side effect after the commit may turn it
+into an error answer (a client that got 500 for an order that exists would place a second
+one). What a failed step leaves undone is recovered elsewhere: a purge by the entries' expiry
+and the per-process cache's bounded lifetime, a job by the sweeper (ecommerce/tasks.py), a
+token by the reader falling back to the primary when it cannot tell.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+from prometheus_client import Counter
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from ecommerce.core import jobs
+from ecommerce.core.cache import purge
+from ecommerce.core.db import replicas
+
+log = logging.getLogger(__name__)
+
+AFTER_COMMIT_FAILURES = Counter(
+    "ecommerce_after_commit_failures_total",
+    "Side effects of a committed transaction that failed (logged; the write stands)",
+    ["step"],
+)
+
+
+class Step(NamedTuple):
+    name: str
+    run: Callable[[Session], None]  # after the commit: do what the transaction queued
+    forget: Callable[[Session], None]  # after a rollback: drop it
+
+
+STEPS: tuple[Step, ...] = (
+    Step("read_your_writes", replicas.stamp_commit, replicas.forget_commit),
+    Step("cache_purge", purge.purge_committed, purge.forget_purges),
+    Step("job_enqueue", jobs.enqueue_committed, jobs.forget_jobs),
+)
+
+
+def _before_commit(session: Session) -> None:
+    # The only preparation a step needs: the connection the tokens are read on after the commit.
+    replicas.hold_committing_connection(session)
+
+
+def _after_commit(session: Session) -> None:
+    for step in STEPS:
+        try:
+            step.run(session)
+        except Exception:  # the transaction is committed: log, count, and go on
+            AFTER_COMMIT_FAILURES.labels(step.name).inc()
+            log.exception("after-commit step %s failed; the committed write stands", step.name)
+
+
+def _after_rollback(session: Session) -> None:
+    for step in STEPS:
+        step.forget(session)
+
+
+def install_after_commit() -> None:
+    """Listen to every Session's commits and rollbacks (once per process)."""
+    if not event.contains(Session, "after_commit", _after_commit):
+        event.listen(Session, "before_commit", _before_commit)
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_rollback", _after_rollback)

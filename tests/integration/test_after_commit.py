@@ -1,0 +1,152 @@
+"""What runs after a commit (ecommerce/core/db/after_commit.py) never turns a committed write into
+an error answer: purges that find their key gone or race each other, a step that fails, and the
+read-your-writes token read on the request's own connection when the pool has no other."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from ecommerce.core.db import after_commit
+from ecommerce.extensions import db
+from ecommerce.orders.models import Order, OrderStatus
+from ecommerce.products.models import Product
+from tests.factories import AdminFactory, CategoryFactory, ProductFactory, UserFactory
+from tests.helpers import bearer, login, run_concurrently
+
+
+def _failures(step: str) -> float:
+    return REGISTRY.get_sample_value("ecommerce_after_commit_failures_total", {"step": step}) or 0.0
+
+
+def _shop(make_instance, **settings):
+    app = make_instance(**settings)
+    with app.app_context():
+        AdminFactory(username="boss")
+        product_id = ProductFactory(category_id=CategoryFactory().id, price=Decimal("10.00")).id
+    client = app.test_client()
+    return app, client, bearer(login(client, "boss")["access_token"]), product_id
+
+
+def test_a_purge_whose_key_is_already_gone_answers_the_committed_write(make_instance, redis_client):
+    app, client, admin, product_id = _shop(make_instance)
+    url = f"/api/products/{product_id}/"
+    key = app.config["CACHE_KEY_PREFIX"] + f"product:{product_id}"
+    assert client.get(url).status_code == 200 and redis_client.exists(key)
+    redis_client.delete(key)  # another purge won the race
+    before = _failures("cache_purge")
+
+    patched = client.patch(url, json={"price": "11.00"}, headers=admin)
+
+    assert patched.status_code == 200, patched.get_json()
+    assert client.get(url).get_json()["price"] == "11.00"
+    assert _failures("cache_purge") == before
+
+
+def test_racing_purges_and_refills_never_fail_a_write(make_instance):
+    """Writers on two instances purge the same product while readers refill it between their
+    deletes: every write answers 200, and the last one is what every instance reads."""
+    app, client, admin, product_id = _shop(make_instance)
+    other = make_instance().test_client()
+    url = f"/api/products/{product_id}/"
+    stop = threading.Event()
+    read_statuses: list[int] = []
+
+    def read(reader) -> None:
+        while not stop.is_set():
+            read_statuses.append(reader.get(url).status_code)
+
+    readers = [threading.Thread(target=read, args=(make_instance().test_client(),)) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        writes = run_concurrently(
+            [
+                (
+                    lambda n=n: (client if n % 2 else other).patch(
+                        url, json={"stock_quantity": n}, headers=admin
+                    )
+                )
+                for n in range(1, 13)
+            ]
+        )
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert [response.status_code for response in writes] == [200] * 12
+    assert read_statuses and set(read_statuses) == {200}
+    with app.app_context():
+        stored = db.session.scalar(select(Product.stock_quantity).where(Product.id == product_id))
+    assert client.get(url).get_json()["stock_quantity"] == stored
+    assert other.get(url).get_json()["stock_quantity"] == stored
+
+
+def test_a_failing_step_is_logged_and_counted_and_the_next_steps_still_run(
+    make_instance, redis_client, monkeypatch, capfd
+):
+    """A fault injected before the purge: the write answers 200 with what was committed, the
+    failure is logged and counted, and the purge after it still runs."""
+    app, client, admin, product_id = _shop(make_instance)
+    url = f"/api/products/{product_id}/"
+    key = app.config["CACHE_KEY_PREFIX"] + f"product:{product_id}"
+    assert client.get(url).status_code == 200 and redis_client.exists(key)
+
+    def fail(_session) -> None:
+        raise RuntimeError("injected fault")
+
+    faulty = after_commit.Step("injected", fail, lambda _session: None)
+    monkeypatch.setattr(after_commit, "STEPS", (faulty, *after_commit.STEPS))
+    before = _failures("injected")
+
+    patched = client.patch(url, json={"price": "12.00"}, headers=admin)
+
+    assert patched.status_code == 200 and patched.get_json()["price"] == "12.00"
+    assert _failures("injected") == before + 1
+    assert "after-commit step injected failed" in capfd.readouterr().err
+    assert not redis_client.exists(key), "the purge after the failed step did not run"
+    assert client.get(url).get_json()["price"] == "12.00"
+
+
+def test_read_your_writes_tokens_come_from_the_requests_own_connection(make_instance, redis_client):
+    """One connection in the pool, and a replica configured (the test database itself): a
+    cancel commits, then reads the order again on the pool's only connection. Its token is
+    read on that connection; from a second one the request would wait DB_POOL_TIMEOUT and fail."""
+    url = make_instance().config["SQLALCHEMY_DATABASE_URI"]
+    app = make_instance(
+        SQLALCHEMY_REPLICA_URI=url,
+        DB_POOL_SIZE=1,
+        DB_MAX_OVERFLOW=0,
+        DB_POOL_TIMEOUT=3,
+    )
+    with app.app_context():
+        user = UserFactory()
+        user_id, username = user.id, user.username
+        product_id = ProductFactory(category_id=CategoryFactory().id, stock_quantity=5).id
+    client = app.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    assert (
+        client.post(
+            "/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=headers
+        ).status_code
+        == 201
+    )
+    order = client.post("/api/orders/", json={}, headers=headers)
+    assert order.status_code == 201, order.get_json()
+    user_token = f"ecommerce:lsn:user:{user_id}"
+    redis_client.delete(user_token)
+
+    started = time.monotonic()
+    cancelled = client.post(f"/api/orders/{order.get_json()['id']}/cancel/", headers=headers)
+
+    assert cancelled.status_code == 200, cancelled.get_json()
+    assert time.monotonic() - started < 2, "the request waited for a second pooled connection"
+    assert redis_client.get(user_token) is not None
+    assert redis_client.get("ecommerce:lsn:catalog") is not None  # the stock went back
+    with app.app_context():
+        status = db.session.scalar(select(Order.order_status).where(Order.user_id == user_id))
+    assert status == OrderStatus.CANCELLED
