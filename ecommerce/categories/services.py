@@ -9,8 +9,9 @@ from sqlalchemy import exists, select, text
 from sqlalchemy.orm import selectinload
 
 from ecommerce.categories.models import Category
+from ecommerce.core.cache.entries import CacheEntry
 from ecommerce.core.cache.purge import invalidate_product_lists
-from ecommerce.core.cache.store import CacheEntry, product_list_key, product_list_version
+from ecommerce.core.cache.store import product_list_key, product_list_version
 from ecommerce.core.db.replicas import CATALOG_SCOPE, read_from_replica
 from ecommerce.core.db.session import conflict_on_duplicate
 from ecommerce.errors import Conflict, NotFound, ValidationFailed

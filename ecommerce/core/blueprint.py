@@ -28,7 +28,7 @@ from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
 
-from ecommerce.core.cache.store import CacheEntry
+from ecommerce.core.cache.entries import CacheEntry
 from ecommerce.core.idempotency import ResponseShape, idempotent
 from ecommerce.errors import Forbidden, ProblemSchema
 

@@ -12,10 +12,9 @@ from sqlalchemy import Select, func, literal_column, or_, select
 
 from ecommerce.categories.models import Category
 from ecommerce.categories.services import descendant_ids
+from ecommerce.core.cache.entries import CacheEntry, Page
 from ecommerce.core.cache.purge import invalidate_product
 from ecommerce.core.cache.store import (
-    CacheEntry,
-    Page,
     get_or_compute,
     product_key,
     product_list_key,

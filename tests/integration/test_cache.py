@@ -335,3 +335,34 @@ def test_a_filler_whose_lock_expired_leaves_the_new_holders_lock_alone(make_inst
         # A second filler now finds the value in one round trip and takes no lock.
         second = _RedisFill(a.extensions["catalog_cache_redis"], "product:424242", guard_writes=True)
         assert second.get_or_lock() == "value" and not second.locked
+
+
+def test_entries_are_pickled_under_the_name_every_release_reads(make_instance, redis_client):
+    """Workers of the previous release (a rolling restart) and of the next one read the same
+    entries: the class of a cached body keeps the import path it was first stored under."""
+    a = make_instance()
+    with a.app_context():
+        product_id = ProductFactory().id
+    assert a.test_client().get(f"/api/products/{product_id}/").status_code == 200
+    stored = redis_client.get(product_cache_key(a, product_id))
+    assert stored.startswith(b"!")  # cachelib's mark of a pickled value
+    assert b"ecommerce.core.cache" in stored and b"CachedJSON" in stored
+    assert b"ecommerce.core.cache.store" not in stored
+
+
+def test_an_entry_this_release_cannot_read_is_a_miss_and_is_replaced(make_instance, redis_client):
+    """An entry pickled from a class this code does not have answers 200 from the database, and
+    the fill stores one it can read."""
+    a = make_instance()
+    with a.app_context():
+        product_id = ProductFactory(price=Decimal("7.00")).id
+    key = product_cache_key(a, product_id)
+    # A pickle naming a module that does not exist (protocol 0: GLOBAL 'module name').
+    redis_client.set(key, b"!cno_such_release.cache\nCachedJSON\n.")
+    client = a.test_client()
+
+    response = client.get(f"/api/products/{product_id}/")
+
+    assert response.status_code == 200 and response.get_json()["price"] == "7.00"
+    assert b"no_such_release" not in redis_client.get(key)
+    assert client.get(f"/api/products/{product_id}/").get_json()["price"] == "7.00"

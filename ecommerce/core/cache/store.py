@@ -1,10 +1,7 @@
-"""Response caching for the catalog: cached JSON bytes, stampede control, purge after commit.
+"""The catalog cache's store: stampede-safe fills, the catalog's keys, reads that survive a dead
+cache (any cache error opens a short circuit breaker and the read is answered from the database).
 
-What is cached is the finished JSON body (and its ETag), so a hit costs one cache round trip
-and no serialisation. A service says *what* may be cached (a ``CacheEntry``: the key, and how
-to read the data on a miss); the route's ``cached_response`` (ecommerce/core/blueprint.py) dumps
-that data with the view's own response schema, once per fill. Reads survive a dead cache: any
-cache error opens a short circuit breaker and the read is answered from the database.
+What is cached, and how a service says so, is in entries.py.
 
 Writes never purge before their transaction commits: see purge.py.
 
@@ -22,11 +19,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
-from flask import Flask, Response, current_app, request
+from flask import Flask, current_app
 from flask_caching.backends.rediscache import RedisCache
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -48,63 +44,6 @@ PRODUCT_LIST_VERSION_KEY = PRODUCT_LISTS_PREFIX + "version"
 _CACHE_ERRORS = (RedisError, OSError)
 T = TypeVar("T")
 _breaker_open_until = 0.0
-
-
-@dataclass(frozen=True)
-class CachedJSON:
-    """A finished JSON body with its ETag, and the total row count for list pages."""
-
-    body: bytes
-    etag: str
-    total: int | None = None
-
-    def to_response(self) -> Response:
-        """The body as a JSON response with its ETag; 304 when the client's copy is current.
-
-        The hot path of every cached read: the stored bytes go out as they are, and
-        If-None-Match is only parsed when the client sent one (weak comparison, RFC 9110 13.1.2).
-        """
-        headers = [("ETag", self.etag), ("Cache-Control", "no-cache")]
-        if "If-None-Match" in request.headers and request.if_none_match.contains_weak(self.etag[1:-1]):
-            return Response(status=304, headers=headers, content_type="application/json")
-        return Response(self.body, headers=headers, content_type="application/json")
-
-    @classmethod
-    def from_data(cls, data: Any, total: int | None = None) -> CachedJSON:
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-        return cls(body=body, etag='"' + hashlib.sha1(body).hexdigest() + '"', total=total)
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a list, and how many items the whole list holds."""
-
-    items: list[Any]
-    total: int
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """A catalog value the cache may already hold: its key, and how to read the data on a miss
-    (an object, a row, a list, or a ``Page``). ``guard_writes``: the key is purged by writes
-    (``invalidate_product``), and a value read before such a write committed is never stored."""
-
-    key: str
-    read: Callable[[], Any]
-    timeout: int
-    entity: str
-    guard_writes: bool = False
-
-    def json(self, dump: Callable[[Any], Any]) -> CachedJSON:
-        """The finished JSON of this entry: from the cache, or read and made with ``dump``."""
-
-        def compute() -> CachedJSON:
-            data = self.read()
-            if isinstance(data, Page):
-                return CachedJSON.from_data(dump(data.items), total=data.total)
-            return CachedJSON.from_data(dump(data))
-
-        return get_or_compute(self.key, compute, self.timeout, self.entity, guard_writes=self.guard_writes)
 
 
 def cache_call(operation: Callable[[], Any], default: Any = None, *, always: bool = False) -> Any:
@@ -296,6 +235,15 @@ def _through_local(key: str, load: Callable[[], Any]) -> Any:
     return local.get_or_load(current_app.config["CACHE_KEY_PREFIX"] + key, load)
 
 
+def _loads(raw: bytes) -> Any:
+    """A stored value, or None when it cannot be unpickled here."""
+    try:
+        return RedisCache.serializer.loads(raw)
+    except Exception as error:  # noqa: BLE001 - any unreadable entry is a miss, never a 500
+        log.warning("dropping a cache entry this release cannot read: %r", error)
+        return None
+
+
 _scripts: dict[int, tuple[Any, Any]] = {}
 
 
@@ -347,7 +295,13 @@ class _RedisFill:
             self.redis_down = True
             return None
         if found:
-            return RedisCache.serializer.loads(rest[0])
+            value = _loads(rest[0])
+            if value is not None:
+                return value
+            # An entry this release cannot read: drop it, so that the next look-up (this
+            # filler's, polling) takes the lock and stores one it can.
+            cache_call(lambda: self.client.delete(self.keys[0]), always=True)
+            return None
         self.locked, generation = bool(rest[0]), rest[1]
         self.generation = generation.decode() if isinstance(generation, bytes) else str(generation)
         return None
