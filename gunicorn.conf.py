@@ -43,7 +43,12 @@ worker_class = GeventWorker
 # live in process memory, so one worker keeps them coherent.
 _default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 1000))
+# Connections a worker holds at once: live event streams (at most EVENTS_MAX_STREAMS, 3000 by
+# default, each an idle greenlet and a socket) and 1000 more for ordinary requests, which the
+# streams can then never crowd out.
+worker_connections = int(
+    os.environ.get("WORKER_CONNECTIONS", int(os.environ.get("EVENTS_MAX_STREAMS", 3000)) + 1000)
+)
 
 # Recycle workers now and then (leaks happen); jitter stops them all restarting at once.
 # High enough that a busy worker (thousands of requests a second) restarts every few

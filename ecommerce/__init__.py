@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Flask, send_from_directory
+from flask import Flask, current_app, send_from_directory
 from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import IntegerConverter
@@ -15,6 +16,7 @@ from ecommerce.core.cache.store import REDIS_OPTIONS, init_local_cache
 from ecommerce.core.db.after_commit import install_after_commit
 from ecommerce.core.db.engine import init_database
 from ecommerce.core.db.failover import dispatch_with_retry
+from ecommerce.core.events import init_events
 from ecommerce.core.logs import configure_logging
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
@@ -110,6 +112,7 @@ def register_extensions(app: Flask) -> None:
     metrics.init_app(app)
     init_gateway(app)
     configure_queue(app)
+    init_events(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -129,10 +132,23 @@ def register_blueprints(app: Flask) -> None:
     for package in (health, auth, users, categories, products, reviews, carts, wishlists, orders, payments):
         api.register_blueprint(package.blp)
     app.add_url_rule("/api/docs/assets/<path:filename>", "swagger_ui_assets", _swagger_ui_asset)
+    if app.config["SERVE_STOREFRONT"]:
+        # The static shop at / (a client of the API like any other); nginx serves it in the stack.
+        app.add_url_rule("/", "storefront", _storefront_page)
+        app.add_url_rule("/assets/<path:filename>", "storefront_assets", _storefront_asset)
 
 
 def _swagger_ui_asset(filename: str):
     return send_from_directory(swagger_ui_path, filename, max_age=86400)
+
+
+def _storefront_page():
+    # Revalidated on every visit (an ETag makes it a 304): a new release is seen at once.
+    return send_from_directory(current_app.config["STOREFRONT_DIR"], "index.html", max_age=0)
+
+
+def _storefront_asset(filename: str):
+    return send_from_directory(Path(current_app.config["STOREFRONT_DIR"]) / "assets", filename, max_age=300)
 
 
 def register_cli(app: Flask) -> None:

@@ -179,6 +179,24 @@ class Config:
     MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)
     MAIL_FOLDER = env_str("MAIL_FOLDER", str(INSTANCE_DIR / "mail"))
 
+    # Live events (Server-Sent Events, ecommerce/core/events/): a comment line this often keeps
+    # an idle stream open through proxies; at most one stock event per product this often; a
+    # worker holds at most EVENTS_MAX_STREAMS streams (one more is 503 with Retry-After), so
+    # streams never take the connections that ordinary requests need (gunicorn's
+    # WORKER_CONNECTIONS is sized above it).
+    EVENTS_HEARTBEAT_SECONDS = env_float("EVENTS_HEARTBEAT_SECONDS", 15.0)
+    EVENTS_STOCK_INTERVAL_SECONDS = env_float("EVENTS_STOCK_INTERVAL_SECONDS", 1.0)
+    EVENTS_MAX_STREAMS = env_int("EVENTS_MAX_STREAMS", 3000)
+    # Without Redis (the embedded default), events of other processes (the worker's payments)
+    # are read from the order_events table this often while an order stream is open.
+    EVENTS_POLL_SECONDS = env_float("EVENTS_POLL_SECONDS", 0.5)
+    # The Redis pub/sub channel of change notices (default: CACHE_KEY_PREFIX + "events").
+    EVENTS_CHANNEL = env_str("EVENTS_CHANNEL")
+
+    # The storefront (storefront/): served at / by the app; in the stack nginx serves it.
+    STOREFRONT_DIR = env_str("STOREFRONT_DIR", str(PROJECT_ROOT / "storefront"))
+    SERVE_STOREFRONT = env_bool("SERVE_STOREFRONT", True)
+
     # HTTP
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     CORS_ORIGINS = [o.strip() for o in (env_str("CORS_ORIGINS", "") or "").split(",") if o.strip()]

@@ -40,6 +40,11 @@ DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; frame-ancestors 'none'"
 )
+# The storefront (storefront/): its own scripts, styles and API calls only; no inline code.
+STOREFRONT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 def _assign_request_id() -> None:
@@ -112,8 +117,13 @@ def _add_headers(response: Response, cors_origins: list[str]) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    is_docs = request.path.startswith("/api/docs")
-    response.headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
+    if request.path.startswith("/api/docs"):
+        csp = DOCS_CSP
+    elif request.path == "/" or request.path.startswith("/assets/"):
+        csp = STOREFRONT_CSP
+    else:
+        csp = API_CSP
+    response.headers.setdefault("Content-Security-Policy", csp)
     if "Authorization" in request.headers or request.path.startswith("/api/auth/"):
         # Tokens (RFC 6749 5.1) and one user's data: no browser or proxy cache may keep them.
         response.headers.setdefault("Cache-Control", "no-store")
@@ -127,7 +137,7 @@ def _add_headers(response: Response, cors_origins: list[str]) -> Response:
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = (
-                "Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-ID"
+                "Authorization, Content-Type, Idempotency-Key, If-None-Match, Last-Event-ID, X-Request-ID"
             )
             response.headers["Access-Control-Max-Age"] = "600"
     return response

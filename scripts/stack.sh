@@ -136,7 +136,7 @@ ensure_packages() {
 render() {
   awk -v ports="$STACK_APP_PORTS" -v listen="$STACK_PORT" -v worker="$STACK_WORKER_METRICS_PORT" \
     -v prom="$STACK_PROMETHEUS_PORT" -v rules="$ROOT/prometheus/alerts.yml" \
-    -v read_timeout="$STACK_PROXY_READ_TIMEOUT" '
+    -v read_timeout="$STACK_PROXY_READ_TIMEOUT" -v storefront="$ROOT/storefront" '
     function swap(line, from, to,   at) {
       at = index(line, from)
       return at ? substr(line, 1, at - 1) to substr(line, at + length(from)) : line
@@ -159,6 +159,7 @@ render() {
       else if (what == "prometheus") line = swap(line, "9090", prom)
       else if (what == "rules") line = swap(line, "prometheus/alerts.yml", rules)
       else if (what == "read_timeout") line = swap(line, "35s", read_timeout "s")
+      else if (what == "storefront") line = swap(line, "root storefront;", "root " storefront ";")
       print line
     }' "$1" >"$2"
 }

@@ -168,6 +168,7 @@ def build_app(app: Flask):
             db.engine.dispose()
         if "local_cache" in instance.extensions:
             instance.extensions["local_cache"].close()
+        instance.extensions["events"].stop()
     limiter.limit_manager.set_default_limits([])
     limiter.init_app(app)
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_JSON"])

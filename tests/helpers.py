@@ -5,8 +5,10 @@ threads released together, the CLI, and scratch PostgreSQL databases. Fixtures l
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -192,3 +194,73 @@ def recreate_database(url: str) -> None:
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{make_url(url).database}"')
     admin.close()
+
+
+# -- Server-Sent Events -----------------------------------------------------------------------
+
+
+class EventReader:
+    """Reads a ``text/event-stream`` body on a thread of its own: ``next(timeout)`` gives the
+    next event as ``{"id", "event", "data"}`` (``data`` parsed JSON), or a ``{"comment": ...}``;
+    ``None`` when nothing came in time. ``close()`` ends the stream from the reading thread
+    (give the app a short heartbeat, so the thread wakes to see it)."""
+
+    def __init__(self, chunks) -> None:
+        self._chunks = chunks
+        self._items: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = ""
+        try:
+            for chunk in self._chunks:
+                buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+                while "\n\n" in buffer:
+                    block, buffer = buffer.split("\n\n", 1)
+                    self._items.put(_parse_block(block))
+                if self._stop.is_set():
+                    break
+        finally:
+            closer = getattr(self._chunks, "close", None)
+            if closer is not None:
+                closer()
+            self._items.put({"closed": True})
+
+    def next(self, timeout: float = 5.0, *, comments: bool = False) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self._items.get(timeout=left)
+            except queue.Empty:
+                return None
+            if "comment" in item and not comments:
+                continue
+            if "retry" in item and len(item) == 1:
+                continue
+            return item
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _parse_block(block: str) -> dict:
+    item: dict = {}
+    data: list[str] = []
+    for line in block.split("\n"):
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "":
+            item["comment"] = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            item["id"] = int(value)
+        elif field in ("event", "retry"):
+            item[field] = value
+    if data:
+        item["data"] = json.loads("\n".join(data))
+    return item

@@ -244,7 +244,9 @@ def test_only_the_entry_points_are_published_and_the_tools_on_loopback():
 
 def test_nginx_in_compose_balances_every_instance_with_least_conn():
     nginx = services()["nginx"]
-    assert mounts(nginx) == {"/etc/nginx/nginx.conf": "docker/nginx.conf"}
+    assert mounts(nginx) == {"/etc/nginx/nginx.conf": "docker/nginx.conf", "/srv/storefront": "storefront"}
+    roots = {d[1][0] for d in nginx_lines_flat(nginx_parse(DOCKER_NGINX.read_text())) if d[0] == "root"}
+    assert roots == {"/srv/storefront"}  # the storefront, served from its mount
     assert set(nginx["depends_on"]) == set(web_instances())
     upstream = nginx_block(nginx_parse(DOCKER_NGINX.read_text()), "http", "upstream")
     assert ("least_conn", []) in [(d[0], d[1]) for d in upstream]
@@ -733,6 +735,7 @@ PATH_DIRECTIVES = {
     "uwsgi_temp_path",
     "scgi_temp_path",
     "proxy_cache_path",
+    "root",  # the storefront's files: the repository on a host, a mounted folder in compose
 }
 
 

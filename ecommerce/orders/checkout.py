@@ -32,6 +32,7 @@ from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.carts.services import cart_id_of
 from ecommerce.core.cache.purge import invalidate_product
 from ecommerce.core.db.session import locked, note_writes
+from ecommerce.core.events import notify_after_commit
 from ecommerce.core.idempotency import record_response
 from ecommerce.core.models import utcnow
 from ecommerce.errors import Conflict, InsufficientStock
@@ -135,6 +136,7 @@ def place_order(user: User, data: dict[str, Any]) -> Order:
         order = _check_out_step_by_step(session, user, address)
     for item in order.items:
         invalidate_product(session, item.product_id)
+        notify_after_commit(session, "product", item.product_id)  # its stock moved
     record_response(session, order)
     session.commit()
     ORDERS_PLACED.inc()

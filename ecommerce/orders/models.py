@@ -27,6 +27,7 @@ from ecommerce.core.models import (
     utcnow,
 )
 from ecommerce.extensions import db
+from ecommerce.payments.models import PaymentStatus
 
 
 class OrderStatus(StrEnum):
@@ -103,7 +104,11 @@ class OrderItem(IdMixin, db.Model):
 
 
 class OrderEvent(IdMixin, db.Model):
-    """One status change of an order: who moved it, when, from what, to what."""
+    """One change of an order: who moved it, when, from what, to what status, and its payment.
+
+    A payment's own moves (asked for, failed, refunded) are events too, with the order's status
+    unchanged (from_status == to_status): the id is the order stream's event id.
+    """
 
     __tablename__ = "order_events"
 
@@ -115,6 +120,11 @@ class OrderEvent(IdMixin, db.Model):
     to_status: Mapped[OrderStatus] = mapped_column(
         enum_column_type(OrderStatus, "order_event_to_status"), nullable=False
     )
+    # The status of the order's latest payment once this event happened (None: no payment yet):
+    # with to_status, the order as a live stream shows it (core/events, GET .../events/).
+    payment_status: Mapped[PaymentStatus | None] = mapped_column(
+        enum_column_type(PaymentStatus, "order_event_payment_status"), nullable=True
+    )
     # SET NULL: the history outlives the account that acted; None also means "the system".
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     note: Mapped[str] = mapped_column(String(255), nullable=False, default="", server_default="")
@@ -122,7 +132,8 @@ class OrderEvent(IdMixin, db.Model):
         UTCDateTime(), nullable=False, default=utcnow, server_default=func.now()
     )
 
-    __table_args__ = (Index("ix_order_events_order_id", "order_id"),)
+    # an order's history, and a stream's replay after Last-Event-ID, in id order
+    __table_args__ = (Index("ix_order_events_order_id_id", "order_id", "id"),)
 
 
 class OrderEmailKind(StrEnum):

@@ -6,10 +6,11 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 
 from ecommerce.core.blueprint import Blueprint
-from ecommerce.orders import checkout, services
+from ecommerce.orders import checkout, events, services
 from ecommerce.orders.schemas import (
     OrderCreateSchema,
     OrderDetailSchema,
+    OrderEventsHeadersSchema,
     OrderQueryArgsSchema,
     OrderSchema,
     OrderUpdateSchema,
@@ -66,3 +67,15 @@ class OrderCancelView(MethodView):
     def post(self, order_id):
         """Cancel a pending or paid order; its stock is given back"""
         return services.cancel_order(current_user, order_id)
+
+
+@blp.route("/<int:order_id>/events/")
+class OrderEventsView(MethodView):
+    @blp.auth()
+    @blp.arguments(OrderEventsHeadersSchema, location="headers")
+    @blp.response(200)
+    @blp.doc(responses={"200": events.STREAM_RESPONSE})
+    @blp.alt_response(503, description="This server holds its most live streams; retry after Retry-After")
+    def get(self, headers, order_id):
+        """Live events of an order (Server-Sent Events)"""
+        return events.order_stream(current_user, order_id, headers.get("last_event_id"))

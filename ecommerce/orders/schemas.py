@@ -6,6 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from ecommerce.core.schemas import Money, UTCDateTime
 from ecommerce.orders.models import OrderStatus
+from ecommerce.payments.models import PaymentStatus
 from ecommerce.payments.schemas import PaymentSchema
 
 
@@ -19,6 +20,13 @@ class OrderItemSchema(Schema):
 class OrderEventSchema(Schema):
     from_status = fields.Enum(OrderStatus, by_value=True, dump_only=True, allow_none=True)
     to_status = fields.Enum(OrderStatus, by_value=True, dump_only=True)
+    payment_status = fields.Enum(
+        PaymentStatus,
+        by_value=True,
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "the latest payment's status after this event (null: no payment yet)"},
+    )
     actor_id = fields.Integer(dump_only=True, allow_none=True)
     note = fields.String(dump_only=True)
     created_at = UTCDateTime(dump_only=True)
@@ -53,3 +61,11 @@ class OrderQueryArgsSchema(Schema):
         validate=validate.Range(min=1, max=2**31 - 1), metadata={"description": "admin only"}
     )
     order_status = fields.Enum(OrderStatus, by_value=True)
+
+
+class OrderEventsHeadersSchema(Schema):
+    last_event_id = fields.Integer(
+        data_key="Last-Event-ID",
+        validate=validate.Range(min=0, max=2**63 - 1),
+        metadata={"description": "the id of the last event received: the stream replays what came after it"},
+    )

@@ -19,6 +19,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from ecommerce.core.cache.purge import invalidate_product
 from ecommerce.core.db.replicas import read_from_replica, user_scope
 from ecommerce.core.db.session import locked
+from ecommerce.core.events import notify_after_commit
 from ecommerce.core.jobs import enqueue_after_commit
 from ecommerce.errors import InvalidTransition, NotFound
 from ecommerce.extensions import db
@@ -36,18 +37,49 @@ def count_transition(to_status: OrderStatus) -> None:
 
 
 def record_transition(
-    order: Order, from_status: OrderStatus | None, to_status: OrderStatus, actor: User | None, note: str
+    order: Order,
+    from_status: OrderStatus | None,
+    to_status: OrderStatus,
+    actor: User | None,
+    note: str,
+    payment_status: PaymentStatus | None = None,
+) -> None:
+    """Record a status move (an event of the order's stream, told after the commit)."""
+    _record_event(order, from_status, to_status, actor, note, payment_status)
+    count_transition(to_status)
+
+
+def record_payment_event(order: Order, payment_status: PaymentStatus, note: str) -> None:
+    """Record a move of the order's payment (asked for, failed, refunded): the order's status
+    is unchanged, its stream still shows the move."""
+    _record_event(order, order.order_status, order.order_status, None, note, payment_status)
+
+
+def _record_event(
+    order: Order,
+    from_status: OrderStatus | None,
+    to_status: OrderStatus,
+    actor: User | None,
+    note: str,
+    payment_status: PaymentStatus | None,
 ) -> None:
     db.session.add(
         OrderEvent(
             order_id=order.id,
             from_status=from_status,
             to_status=to_status,
+            payment_status=payment_status,
             actor_id=actor.id if actor else None,
             note=note,
         )
     )
-    count_transition(to_status)
+    notify_after_commit(db.session, "order", order.id)
+
+
+def latest_payment_status(order_id: int) -> PaymentStatus | None:
+    return db.session.scalar(
+        select(Payment.status).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)
+    )
 
 
 def _restock(quantities: dict[int, int]) -> None:
@@ -66,9 +98,10 @@ def _restock(quantities: dict[int, int]) -> None:
     )
     for product_id in ids:
         invalidate_product(db.session, product_id)
+        notify_after_commit(db.session, "product", product_id)
 
 
-def _visible_order(
+def visible_order(
     actor: User, order_id: int, *, for_update: bool = False, with_details: bool = False
 ) -> Order:
     statement = select(Order).where(Order.id == order_id)
@@ -95,7 +128,7 @@ def _visible_order(
 
 def get_order(actor: User, order_id: int) -> Order:
     """One order with its lines, payments and status history."""
-    return _visible_order(actor, order_id, with_details=True)
+    return visible_order(actor, order_id, with_details=True)
 
 
 def list_orders(actor: User, filters: dict[str, Any], page: int, page_size: int) -> tuple[list[Order], int]:
@@ -129,19 +162,31 @@ def list_orders(actor: User, filters: dict[str, Any], page: int, page_size: int)
     return orders.all(), total
 
 
-def move_order(order: Order, to_status: OrderStatus, actor: User | None, note: str) -> None:
-    """Move an order along the status machine and record who did it; illegal moves are 409."""
+_LOOK_UP = object()
+
+
+def move_order(
+    order: Order,
+    to_status: OrderStatus,
+    actor: User | None,
+    note: str,
+    payment_status: PaymentStatus | None | object = _LOOK_UP,
+) -> None:
+    """Move an order along the status machine and record who did it; illegal moves are 409.
+    ``payment_status``: the payment's status after the move, when the caller knows it."""
     if not order.can_move_to(to_status):
         raise InvalidTransition(
             f"An order that is {order.order_status.value} cannot become {to_status.value}."
         )
-    record_transition(order, order.order_status, to_status, actor, note)
+    if payment_status is _LOOK_UP:
+        payment_status = latest_payment_status(order.id)
+    record_transition(order, order.order_status, to_status, actor, note, payment_status)
     order.order_status = to_status
 
 
 def cancel_order(actor: User, order_id: int) -> Order:
     """Cancel a pending or paid order and give its stock back, exactly once."""
-    order = _visible_order(actor, order_id, for_update=True)
+    order = visible_order(actor, order_id, for_update=True)
     move_order(order, OrderStatus.CANCELLED, actor, "cancelled")
     quantities: dict[int, int] = {}
     for item in order.items:
@@ -162,7 +207,7 @@ def change_status(actor: User, order_id: int, to_status: OrderStatus) -> Order:
     """Move an order along the status machine (admin); illegal moves are 409."""
     if to_status == OrderStatus.CANCELLED:
         return cancel_order(actor, order_id)
-    order = _visible_order(actor, order_id, for_update=True)
+    order = visible_order(actor, order_id, for_update=True)
     move_order(order, to_status, actor, "status changed")
     db.session.commit()
     return get_order(actor, order_id)

@@ -31,7 +31,7 @@ from ecommerce.errors import Conflict, NotFound
 from ecommerce.extensions import db
 from ecommerce.orders.emails import owe_order_email
 from ecommerce.orders.models import Order, OrderEmailKind, OrderStatus
-from ecommerce.orders.services import move_order
+from ecommerce.orders.services import move_order, record_payment_event
 from ecommerce.payments.gateway import ChargeResult, gateway
 from ecommerce.payments.models import Payment, PaymentStatus
 from ecommerce.users.models import Role, User
@@ -69,6 +69,7 @@ def create_payment(actor: User, order_id: int, data: dict[str, Any]) -> Payment:
     session.add(payment)
     with conflict_on_duplicate(ALREADY_PAYING):  # the partial unique index: a racing request won
         session.flush()
+    record_payment_event(order, PaymentStatus.PENDING, f"payment {payment.id} asked for")
     enqueue_after_commit(session, "process_payment", payment.id)
     record_response(session, payment)
     session.commit()
@@ -112,6 +113,7 @@ def record_payment_result(payment_id: int, result: ChargeResult) -> None:
     if not result.approved:
         payment.status = PaymentStatus.FAILED
         payment.failure_reason = result.decline_reason or "declined"
+        record_payment_event(payment.order, PaymentStatus.FAILED, f"payment {payment.id} failed")
         session.commit()
         PAYMENTS.labels(PaymentStatus.FAILED.value).inc()
         return
@@ -121,10 +123,11 @@ def record_payment_result(payment_id: int, result: ChargeResult) -> None:
         locked(select(Order).where(Order.id == payment.order_id), of=Order, key_share=True)
     )
     if order.order_status == OrderStatus.PENDING:
-        move_order(order, OrderStatus.PAID, None, f"payment {payment.id} succeeded")
+        move_order(order, OrderStatus.PAID, None, f"payment {payment.id} succeeded", PaymentStatus.SUCCEEDED)
         owe_order_email(session, order.id, OrderEmailKind.CONFIRMATION)
     else:
         # The order was cancelled while its payment was in flight: the money goes back.
+        record_payment_event(order, PaymentStatus.SUCCEEDED, f"payment {payment.id} succeeded; refund due")
         enqueue_after_commit(session, "refund_payment", payment.id)
     session.commit()
     PAYMENTS.labels(PaymentStatus.SUCCEEDED.value).inc()
@@ -146,6 +149,8 @@ def refund_payment(payment_id: int) -> None:
         .where(Payment.id == payment_id, Payment.status == PaymentStatus.SUCCEEDED)
         .values(status=PaymentStatus.REFUNDED, refund_id=refund_id, updated_at=utcnow())
     ).rowcount
+    if refunded:
+        record_payment_event(payment.order, PaymentStatus.REFUNDED, f"payment {payment_id} refunded")
     session.commit()
     if refunded:
         PAYMENTS.labels(PaymentStatus.REFUNDED.value).inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from ecommerce.core.blueprint import Blueprint
-from ecommerce.products import services
+from ecommerce.products import events, services
 from ecommerce.products.schemas import ProductQueryArgsSchema, ProductSchema, ProductUpdateSchema
 from ecommerce.users.models import Role
 
@@ -51,3 +51,14 @@ class ProductByIdView(MethodView):
     def delete(self, product_id):
         """Delete a product (admin)"""
         services.delete_product(product_id)
+
+
+@blp.route("/<int:product_id>/events/")
+class ProductEventsView(MethodView):
+    @blp.response(200)
+    @blp.doc(responses={"200": events.STREAM_RESPONSE})
+    @blp.alt_response(404, description="No such product")
+    @blp.alt_response(503, description="This server holds its most live streams; retry after Retry-After")
+    def get(self, product_id):
+        """Live stock of a product (Server-Sent Events)"""
+        return events.product_stream(product_id)

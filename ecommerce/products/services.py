@@ -21,6 +21,7 @@ from ecommerce.core.cache.store import (
     product_list_version,
 )
 from ecommerce.core.db.replicas import CATALOG_SCOPE, read_from_replica
+from ecommerce.core.events import notify_after_commit
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.products.models import Product, search_document
@@ -164,6 +165,8 @@ def update_product(product_id: int, changes: dict[str, Any]) -> Product:
     for field, value in changes.items():
         setattr(product, field, value)
     invalidate_product(db.session, product.id)
+    if "stock_quantity" in changes:
+        notify_after_commit(db.session, "product", product.id)
     db.session.commit()
     return product
 

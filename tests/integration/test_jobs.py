@@ -273,12 +273,20 @@ class Shop:
                 )
             )
 
-    def events(self, order_id: int) -> list[tuple[str | None, str | None]]:
+    def events(self, order_id: int) -> list[tuple[str | None, str, str | None]]:
+        """The order's history: (from status, to status, payment status) per event."""
         with self.web.app_context():
             rows = db.session.scalars(
                 select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
             )
-            return [(e.from_status and e.from_status.value, e.to_status.value) for e in rows]
+            return [
+                (
+                    e.from_status and e.from_status.value,
+                    e.to_status.value,
+                    e.payment_status and e.payment_status.value,
+                )
+                for e in rows
+            ]
 
     def charges(self, idempotency_key: str) -> list[dict]:
         return [c for c in self.gateway.ledger() if c["idempotency_key"] == idempotency_key]
@@ -311,7 +319,11 @@ def _assert_paid(shop: Shop, order: dict, payment: dict) -> None:
     ]
     paid = [e for e in detail["events"] if e["to_status"] == "paid"]
     assert [(e["from_status"], e["actor_id"]) for e in paid] == [("pending", None)]
-    assert shop.events(order["id"]) == [(None, "pending"), ("pending", "paid")]
+    history = shop.events(order["id"])
+    assert history[0] == (None, "pending", None)
+    assert history[-1] == ("pending", "paid", "succeeded")  # paid once, by the payment
+    assert [event for event in history if event[1] == "paid"] == [history[-1]]
+    assert history[-2] == ("pending", "pending", "pending")  # the payment asked for
     row = shop.payment_row(payment["id"])
     (charge,) = shop.charges(row.idempotency_key)
     assert charge["approved"] == 1 and charge["transaction_id"] == row.transaction_id
@@ -373,7 +385,11 @@ def test_a_declined_payment_leaves_the_order_pending_then_another_succeeds(shop,
     assert failed["failure_reason"] == "card_declined"
     detail = shop.order_detail(order["id"])
     assert detail["order_status"] == "pending"
-    assert shop.events(order["id"]) == [(None, "pending")]
+    assert shop.events(order["id"]) == [
+        (None, "pending", None),
+        ("pending", "pending", "pending"),
+        ("pending", "pending", "failed"),  # the order did not move; its payment did
+    ]
     # The result and the email it would owe are one transaction: no email is owed, none sent.
     assert shop.emails_owed(order["id"]) == [] and smtp.to(shop.email) == []
     (charge,) = shop.charges(shop.payment_row(declined["id"]).idempotency_key)
@@ -523,7 +539,13 @@ def test_an_order_cancelled_while_its_payment_is_in_flight_stays_cancelled_and_i
 
     shop.wait_for_payment(payment["id"], "refunded")
     assert shop.order_detail(order["id"])["order_status"] == "cancelled"
-    assert shop.events(order["id"]) == [(None, "pending"), ("pending", "cancelled")]
+    assert shop.events(order["id"]) == [
+        (None, "pending", None),
+        ("pending", "pending", "pending"),
+        ("pending", "cancelled", "pending"),  # cancelled while the charge was in flight
+        ("cancelled", "cancelled", "succeeded"),  # the charge came back: a refund is due
+        ("cancelled", "cancelled", "refunded"),
+    ]
     (charge,) = shop.charges(key)
     assert charge["refund_id"] and charge["refund_id"] == shop.payment_row(payment["id"]).refund_id
     # Told of the cancellation only: the order was never confirmed.

@@ -31,14 +31,16 @@ import requests
 from sqlalchemy.engine import make_url
 
 from ecommerce.config import TestingConfig
-from tests.helpers import drop_database
-from tests.integration.servers import HOST, PROJECT_ROOT, clean_env, free_port, wait_until
+from tests.factories import PASSWORD
+from tests.helpers import EventReader, drop_database
+from tests.integration.servers import HOST, PROJECT_ROOT, clean_env, free_port, run_cli, wait_until
 
 SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 AUTH_LIMIT = 5  # AUTH_RATE_LIMIT of the stack: 5/minute
 READ_TIMEOUT = 3  # nginx's proxy_read_timeout in this stack, seconds
+HEARTBEAT = 4  # the app's keep-alive comment on idle event streams, seconds
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 pytestmark = pytest.mark.skipif(
@@ -142,6 +144,9 @@ def stack(app, tmp_path_factory):
         HUEY_NAME="ecommerce-stack-test",
         AUTH_RATE_LIMIT=f"{AUTH_LIMIT}/minute",
         WEB_CONCURRENCY="1",
+        # Above nginx's proxy_read_timeout of this stack (READ_TIMEOUT): an idle stream outlives
+        # it only through the events location's own timeout.
+        EVENTS_HEARTBEAT_SECONDS=str(HEARTBEAT),
         PASSWORD_HASH_TIME_COST="1",
         PASSWORD_HASH_MEMORY_KIB="8192",
         LOG_LEVEL="info",
@@ -302,6 +307,117 @@ def test_swagger_ui_assets_are_cached(stack):
     assert second.headers["X-Upstream"] == "nginx"
     assert "max-age=86400" in second.headers["Cache-Control"] and second.headers["Expires"]
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+def test_nginx_serves_the_storefront_itself(stack):
+    page = stack.get("/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert page.headers["X-Upstream"] == "nginx"  # no instance touched
+    assert page.headers["Cache-Control"] == "no-cache"
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    scripts = re.findall(r'src="(/assets/[^"]+)"', page.text)
+    assert scripts, page.text[:500]
+    asset = stack.get(scripts[0])
+    assert asset.status_code == 200 and asset.headers["X-Upstream"] == "nginx"
+    assert "javascript" in asset.headers["Content-Type"]
+    assert "max-age=300" in asset.headers["Cache-Control"]
+    missing = stack.get("/assets/no-such-file.js")
+    assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/problem+json"
+
+
+def _stream(url: str, headers: dict | None = None) -> tuple[requests.Response, EventReader]:
+    response = requests.get(url, headers=headers or {}, stream=True, timeout=(5, 30))
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    return response, EventReader(response.iter_content(chunk_size=None))
+
+
+def test_live_events_cross_the_instances_and_the_worker_through_nginx(stack):
+    """An order stream on app1 sees the worker's payment and a status change made on app2; a
+    product stream through nginx sees the checkout's stock move; an idle stream outlives nginx's
+    ordinary read timeout on keep-alive comments."""
+    app1, app2 = (f"http://{HOST}:{port}" for port in stack.app_ports)
+    # Logins straight to an instance as another client address (the instances trust one proxy
+    # hop): the login limits of this stack belong to the rate-limit tests that follow.
+    client_ip = {"X-Forwarded-For": "198.51.100.7"}
+    run_cli(
+        [
+            "users",
+            "create-admin",
+            "--username",
+            "stack-admin",
+            "--email",
+            "stack-admin@example.com",
+            "--password",
+            PASSWORD,
+        ],
+        clean_env(DATABASE_URL=stack.env["DATABASE_URL"], REDIS_URL=stack.env["REDIS_URL"]),
+    )
+    body = {"username": "stack-shopper", "email": "stack-shopper@example.com", "password": PASSWORD}
+    assert (
+        requests.post(f"{app1}/api/auth/register/", json=body, headers=client_ip, timeout=10).status_code
+        == 201
+    )
+
+    def token(username: str) -> dict[str, str]:
+        answer = requests.post(
+            f"{app2}/api/auth/login/",
+            json={"username": username, "password": PASSWORD},
+            headers=client_ip,
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    shopper, admin = token("stack-shopper"), token("stack-admin")
+    product = stack.get("/api/products/?in_stock=true&page_size=1").json()[0]
+
+    stock_response, stock = _stream(stack.url(f"/api/products/{product['id']}/events/"))
+    try:
+        assert stock.next()["data"] == {
+            "product_id": product["id"],
+            "stock_quantity": product["stock_quantity"],
+        }
+        added = stack.post(
+            "/api/cart/items/", json={"product_id": product["id"], "quantity": 1}, headers=shopper
+        )
+        assert added.status_code == 201, added.text
+        order = stack.post("/api/orders/", headers=shopper)
+        assert order.status_code == 201, order.text
+        moved = stock.next(timeout=5)
+        assert moved["data"]["stock_quantity"] == product["stock_quantity"] - 1
+
+        started = time.monotonic()
+        assert stock.next(timeout=HEARTBEAT + 3, comments=True) == {"comment": "keep-alive"}
+        assert time.monotonic() - started > READ_TIMEOUT  # idle past nginx's ordinary timeout
+    finally:
+        stock.close()
+        stock_response.close()
+
+    order_id = order.json()["id"]
+    order_response, events = _stream(f"{app1}/api/orders/{order_id}/events/", shopper)
+    try:
+        assert events.next()["data"]["order_status"] == "pending"
+        paying = stack.post(
+            f"/api/orders/{order_id}/payments/",
+            json={"payment_method": "card", "token": "tok_stack"},
+            headers=shopper,
+        )
+        assert paying.status_code == 202, paying.text
+        asked = events.next(timeout=5)
+        assert asked["data"]["payment_status"] == "pending"
+        paid = events.next(timeout=15)  # charged by the worker process
+        assert (paid["data"]["order_status"], paid["data"]["payment_status"]) == ("paid", "succeeded")
+        shipped = requests.patch(
+            f"{app2}/api/orders/{order_id}/", json={"order_status": "shipped"}, headers=admin, timeout=10
+        )
+        assert shipped.status_code == 200, shipped.text
+        last = events.next(timeout=5)
+        assert last["data"]["order_status"] == "shipped" and last["id"] > paid["id"] > asked["id"]
+    finally:
+        events.close()
+        order_response.close()
 
 
 def test_login_rate_limit_is_shared_by_the_instances(stack):

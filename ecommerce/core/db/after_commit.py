@@ -11,13 +11,17 @@ commit is done, the steps run in this order:
    product lists, then the cached entries deleted.
 3. **job enqueue** (jobs.py): the Huey jobs the transaction asked for (a payment to charge, an
    email to send), each of whose work is also recorded in the committed rows.
+4. **event publish** (events/publish.py): the change notices for the live streams. Last: a
+   stream woken by a notice reads the committed rows, and a client that reacts to the event by
+   reading the API no longer finds the purged cache entry.
 
 A step that fails is logged and counted (``ecommerce_after_commit_failures_total``) and the
 next step still runs: the write is committed, and no side effect after the commit may turn it
 into an error answer (a client that got 500 for an order that exists would place a second
 one). What a failed step leaves undone is recovered elsewhere: a purge by the entries' expiry
 and the per-process cache's bounded lifetime, a job by the sweeper (ecommerce/tasks.py), a
-token by the reader falling back to the primary when it cannot tell.
+token by the reader falling back to the primary when it cannot tell, a notice by the order
+stream's read on every heartbeat.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sqlalchemy.orm import Session
 from ecommerce.core import jobs
 from ecommerce.core.cache import purge
 from ecommerce.core.db import replicas
+from ecommerce.core.events import publish as notices
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ STEPS: tuple[Step, ...] = (
     Step("read_your_writes", replicas.stamp_commit, replicas.forget_commit),
     Step("cache_purge", purge.purge_committed, purge.forget_purges),
     Step("job_enqueue", jobs.enqueue_committed, jobs.forget_jobs),
+    Step("event_publish", notices.publish_committed, notices.forget_notices),
 )
 
 
