@@ -3,6 +3,7 @@
 #   nginx, prometheus (promtool)   make stack, the stack and observability tests
 #   etcd-server, python3-venv      make patroni-up, the failover tests
 #   the shellcheck package         the checks of the shell scripts
+#   chromium                       the storefront's browser tests (Playwright drives it)
 # `make test` runs it; without apt-get (or root), it says what is missing and goes on: the
 # tests that need a missing tool then say so.
 set -euo pipefail
@@ -18,6 +19,7 @@ have nginx || missing+=(nginx)
 have prometheus || missing+=(prometheus)
 have etcd || missing+=(etcd-server)
 have shellcheck || missing+=(shellcheck)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 ((${#missing[@]})) || exit 0
 if ((EUID != 0)) && ! command -v sudo >/dev/null; then

@@ -147,18 +147,33 @@ def _refuse_empty_cart() -> NoReturn:
     raise Conflict("Your cart is empty.")
 
 
-def _refuse_short_lines(wanted: dict[int, int], stock: dict[int, int]) -> None:
-    """409 naming every short product (``stock`` lacks missing products). Nothing stays
-    changed: the request's unit of work rolls back on the error, the cart's lines with it."""
+def _refuse_short_lines(wanted: dict[int, int], stock: dict[int, int], names: dict[int, str]) -> None:
+    """409 naming every short product, for a person (the detail) and for a program (``products``;
+    ``stock`` and ``names`` lack products that no longer exist). Nothing stays changed: the
+    request's unit of work rolls back on the error, the cart's lines with it."""
     short = [
-        {"product_id": product_id, "requested": quantity, "available": stock.get(product_id, 0)}
+        {
+            "product_id": product_id,
+            "name": names.get(product_id),
+            "requested": quantity,
+            "available": stock.get(product_id, 0),
+        }
         for product_id, quantity in wanted.items()
         if product_id not in stock or stock[product_id] < quantity
     ]
     if short:
         STOCK_CONFLICTS.inc()
-        names = ", ".join(str(item["product_id"]) for item in short)
-        raise InsufficientStock(f"Not enough stock for product(s) {names}.", products=short)
+        raise InsufficientStock(
+            "Not enough stock for " + "; ".join(_short_line(item) for item in short) + ".",
+            products=short,
+        )
+
+
+def _short_line(item: dict[str, Any]) -> str:
+    if item["name"] is None:
+        return f"product {item['product_id']}, which is no longer sold"
+    left = "none left" if item["available"] == 0 else f"only {item['available']} left"
+    return f"{item['name']} ({left}, {item['requested']} in the cart)"
 
 
 def _check_out_in_two_statements(session: Session, user: User, address: str) -> Order:
@@ -169,6 +184,7 @@ def _check_out_in_two_statements(session: Session, user: User, address: str) -> 
     _refuse_short_lines(
         wanted,
         {row.product_id: row.stock_quantity for row in rows if row.stock_quantity is not None},
+        {row.product_id: row.name for row in rows if row.name is not None},
     )
     now = utcnow()
     order_id, taken = session.execute(
@@ -241,7 +257,11 @@ def _check_out_step_by_step(session: Session, user: User, address: str) -> Order
             )
         )
     }
-    _refuse_short_lines(wanted, {row.id: row.stock_quantity for row in products.values()})
+    _refuse_short_lines(
+        wanted,
+        {row.id: row.stock_quantity for row in products.values()},
+        {row.id: row.name for row in products.values()},
+    )
 
     session.execute(
         update(Product)

@@ -162,12 +162,15 @@ def test_insufficient_stock_names_each_short_product_and_changes_nothing(client,
     short = sorted(problem["products"], key=lambda entry: entry["product_id"])
     assert short == sorted(
         [
-            {"product_id": short_a.id, "requested": 3, "available": 2},
-            {"product_id": short_b.id, "requested": 5, "available": 1},
+            {"product_id": short_a.id, "name": short_a.name, "requested": 3, "available": 2},
+            {"product_id": short_b.id, "name": short_b.name, "requested": 5, "available": 1},
         ],
         key=lambda entry: entry["product_id"],
     )
-    assert str(short_a.id) in problem["detail"] and str(short_b.id) in problem["detail"]
+    # The detail is for a person: the products by name, what is left, what the cart asked for.
+    assert f"{short_a.name} (only 2 left, 3 in the cart)" in problem["detail"]
+    assert f"{short_b.name} (only 1 left, 5 in the cart)" in problem["detail"]
+    assert plenty.name not in problem["detail"]
 
     # Nothing changed: every product's stock, the cart, no order.
     assert (_stock(client, short_a), _stock(client, short_b), _stock(client, plenty)) == (2, 1, 10)
@@ -273,7 +276,9 @@ def test_insufficient_stock_with_a_key_is_replayed(client, user_headers):
 
     first = client.post("/api/orders/", json={}, headers={**user_headers, **key})
     problem = assert_problem(first, 409)
-    assert problem["products"] == [{"product_id": product.id, "requested": 2, "available": 1}]
+    assert problem["products"] == [
+        {"product_id": product.id, "name": product.name, "requested": 2, "available": 1}
+    ]
     assert "Idempotent-Replayed" not in first.headers
 
     retry = client.post("/api/orders/", json={}, headers={**user_headers, **key})

@@ -15,20 +15,14 @@ order cancelled is refunded and the customer told, once.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
-import subprocess
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from sqlalchemy import select
 
@@ -40,56 +34,10 @@ from ecommerce.payments.gateway import SandboxGateway
 from ecommerce.payments.models import Payment
 from tests.factories import ProductFactory, UserFactory
 from tests.helpers import bearer, login, run_concurrently
-from tests.integration.servers import BIN, HOST, PROJECT_ROOT, clean_env, free_port, stop, wait_until
+from tests.integration.servers import HOST, Consumer, MailServer, Received, clean_env, free_port, wait_until
 
 SWEEP_AFTER_SECONDS = 2
 JOB_TIMEOUT = 20  # seconds a job (with its retries) may take before a test gives up on it
-STARTED = "Huey consumer started with"
-
-
-# -- the SMTP server ------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-
-
-class MailServer:
-    """aiosmtpd on 127.0.0.1:<port>, collecting every message; stopped and started on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._received: list[Received] = []
-        self._lock = threading.Lock()
-        self._controller: Controller | None = None
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        with self._lock:
-            self._received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
-        return "250 Message accepted for delivery"
-
-    @property
-    def running(self) -> bool:
-        return self._controller is not None
-
-    def start(self) -> None:
-        assert self._controller is None
-        controller = Controller(self, hostname=HOST, port=self.port, ready_timeout=10)
-        controller.start()
-        self._controller = controller
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-    def to(self, address: str) -> list[Received]:
-        with self._lock:
-            return [r for r in self._received if address in r.rcpt_tos]
 
 
 @pytest.fixture(scope="module")
@@ -107,68 +55,6 @@ def smtp(mail_server: MailServer) -> MailServer:
     if not mail_server.running:  # a test that stopped it failed before starting it again
         mail_server.start()
     return mail_server
-
-
-# -- the consumer ---------------------------------------------------------------------------
-
-
-class Consumer:
-    """The worker process; each start logs to a file of its own."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.process: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 30) -> None:
-        assert not self.alive
-        self.starts += 1
-        self.log_path = self.log_dir / f"consumer-{self.starts}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / "huey_consumer"), "ecommerce.worker.huey", "-k", "thread", "-w", "4"],
-                cwd=PROJECT_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-        def started() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the consumer exited with {self.process.returncode}:\n{self.log()}")
-            return STARTED in self.log()
-
-        wait_until(started, timeout, message="the consumer to start")
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL if it has not exited within the deadline."""
-        if self.process is not None:
-            stop(self.process, timeout=15)
-
-    def kill(self) -> int:
-        self.process.kill()
-        return self.process.wait(timeout=15)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def mark(self) -> tuple[Path | None, int]:
-        return self.log_path, len(self.log())
-
-    def since(self, mark: tuple[Path | None, int]) -> str:
-        path, offset = mark
-        return self.log()[offset:] if path == self.log_path else self.log()
-
-    def completed(self, task: str, mark: tuple[Path | None, int]) -> set[str]:
-        """Ids of the ``task`` jobs this consumer finished without an error since ``mark``."""
-        # "ecommerce.tasks.<task>: <id>[ 8 retries][ @eta] executed in 0.012s"
-        return set(re.findall(rf"\b{task}: ([0-9a-f-]{{36}})[^\n]* executed in", self.since(mark)))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ const guest = new Map(); // product id -> quantity
 const listeners = new Set();
 let count = 0;
 let checkoutWanted = false;
-let checkoutKey = null;
+const checkoutKeys = new Map(); // request body -> key of the checkout attempt under way
 const paymentKeys = new Map(); // "order id:token" -> key of the payment attempt under way
 
 export function onCartCount(listener) {
@@ -145,20 +145,24 @@ function attemptOver(error) {
 }
 
 /** POST /api/orders/ (the whole cart); resolves to the order. */
-export async function placeOrder() {
-  checkoutKey ??= crypto.randomUUID();
+export async function placeOrder({ shippingAddress = "" } = {}) {
+  const body = shippingAddress ? { shipping_address: shippingAddress } : {};
+  // Keyed by the body: the same key with another address would be refused (422).
+  const attempt = JSON.stringify(body);
+  const key = checkoutKeys.get(attempt) ?? crypto.randomUUID();
+  checkoutKeys.set(attempt, key);
   try {
     const { data } = await request("/api/orders/", {
       method: "POST",
       auth: true,
-      body: {},
-      headers: { "Idempotency-Key": checkoutKey },
+      body,
+      headers: { "Idempotency-Key": key },
     });
-    checkoutKey = null;
+    checkoutKeys.clear();
     setCount(0);
     return data;
   } catch (error) {
-    if (attemptOver(error)) checkoutKey = null;
+    if (attemptOver(error)) checkoutKeys.delete(attempt);
     throw error;
   }
 }
@@ -188,7 +192,7 @@ export async function pay(orderId, token) {
 export function forgetCart() {
   guest.clear();
   checkoutWanted = false;
-  checkoutKey = null;
+  checkoutKeys.clear();
   paymentKeys.clear();
   setCount(0);
 }

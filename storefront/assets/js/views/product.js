@@ -1,0 +1,251 @@
+// A product: details, its stock live (GET /api/products/<id>/events/), add to cart or wishlist,
+// and its reviews (read, and write one when logged in).
+
+import { isLoggedIn, pagination, request } from "../api.js";
+import { addToCart } from "../cart.js";
+import { categoryTree, getCategories, getProduct } from "../catalog.js";
+import { busy, date, h, icon, money, rating, stars, stockBadge, thumb } from "../dom.js";
+import { showError, toast } from "../notices.js";
+import { link, loginThen } from "../router.js";
+
+const REVIEWS_PAGE = 10;
+
+export async function addToWishlist(productId) {
+  await request("/api/wishlist/items/", { method: "POST", auth: true, body: { product_id: Number(productId) } });
+  toast("Added to your wishlist.", { href: "#/wishlist", text: "View wishlist" });
+}
+
+export async function productView(root, ctx) {
+  const id = Number(ctx.params.id);
+  if (!Number.isInteger(id) || id < 1) {
+    document.title = "Not found · Shop";
+    root.append(h("div", { class: "empty" }, h("h1", {}, "Product not found"), h("a", { class: "btn", href: "#/" }, "Back to the shop")));
+    return;
+  }
+  let product;
+  let categories = [];
+  try {
+    [product, categories] = await Promise.all([getProduct(id, { fresh: true }), getCategories().catch(() => [])]);
+  } catch (error) {
+    if (error?.status !== 404) throw error;
+    document.title = "Not found · Shop";
+    root.append(
+      h(
+        "div",
+        { class: "empty" },
+        h("h1", {}, "Product not found"),
+        h("p", {}, "It may have been taken off the shop."),
+        h("a", { class: "btn btn-primary", href: "#/" }, "Back to the shop"),
+      ),
+    );
+    return;
+  }
+  if (!ctx.active) return;
+  document.title = `${product.name} · Shop`;
+  const tree = categoryTree(categories);
+
+  // -- stock, live --------------------------------------------------------------------------
+  let stock = product.stock_quantity;
+  const stockSlot = h("span", {}, stockBadge(stock));
+  const liveMark = h("span", { class: "live", title: "Stock updates live" }, "Live");
+  const quantity = h("input", { type: "number", id: "quantity", name: "quantity", min: "1", max: String(Math.max(1, stock)), value: "1", inputmode: "numeric" });
+  const addButton = h("button", { type: "button", class: "btn btn-primary" }, icon("cart"), "Add to cart");
+  const wishButton = h("button", { type: "button", class: "btn" }, icon("heart"), "Add to wishlist");
+
+  const drawStock = () => {
+    stockSlot.replaceChildren(stockBadge(stock));
+    addButton.disabled = stock <= 0;
+    quantity.max = String(Math.max(1, stock));
+  };
+  drawStock();
+
+  const events = new EventSource(`/api/products/${id}/events/`);
+  events.addEventListener("open", () => liveMark.classList.add("on"));
+  events.addEventListener("error", () => liveMark.classList.remove("on")); // the browser retries
+  events.addEventListener("stock", (event) => {
+    try {
+      const data = JSON.parse(event.data);
+      if (Number(data.product_id) !== id) return;
+      stock = Number(data.stock_quantity);
+    } catch {
+      return;
+    }
+    liveMark.classList.add("on");
+    drawStock();
+  });
+  ctx.onLeave(() => events.close());
+
+  addButton.addEventListener("click", () =>
+    busy(addButton, async () => {
+      const count = Number(quantity.value);
+      if (!Number.isInteger(count) || count < 1) {
+        showError("Quantity: choose a whole number of at least 1.");
+        return;
+      }
+      try {
+        await addToCart(id, count);
+        toast(`Added ${product.name} to your cart.`, { href: "#/cart", text: "View cart" });
+      } catch (error) {
+        showError(error);
+      }
+    }),
+  );
+  wishButton.addEventListener("click", () =>
+    busy(wishButton, async () => {
+      if (!isLoggedIn()) {
+        loginThen(`/product/${id}`, () => addToWishlist(id));
+        return;
+      }
+      try {
+        await addToWishlist(id);
+      } catch (error) {
+        showError(error);
+      }
+    }),
+  );
+
+  const trail = tree.path(product.category_id);
+  root.append(
+    h(
+      "nav",
+      { class: "breadcrumb", "aria-label": "Breadcrumb" },
+      h(
+        "ol",
+        {},
+        h("li", {}, h("a", { href: "#/" }, "Shop")),
+        trail.map((category) => h("li", {}, h("a", { href: `#${link("/", { category: category.id })}` }, category.name))),
+      ),
+    ),
+    h(
+      "div",
+      { class: "product" },
+      thumb(product, "large"),
+      h(
+        "div",
+        { class: "product-info" },
+        h("h1", {}, product.name),
+        rating(product.rating_avg, product.rating_count),
+        h("p", { class: "price" }, money(product.price)),
+        h("div", { class: "stock-live" }, stockSlot, liveMark),
+        h(
+          "div",
+          { class: "actions" },
+          h("div", { class: "field qty" }, h("label", { for: "quantity" }, "Quantity"), quantity),
+        ),
+        h("div", { class: "actions" }, addButton, wishButton),
+        product.description ? h("div", { class: "description" }, product.description) : null,
+      ),
+    ),
+  );
+
+  root.append(await reviewsSection(product, ctx));
+}
+
+async function reviewsSection(product, ctx) {
+  const list = h("ol", { class: "review-list" });
+  const more = h("div", {});
+  const summary = h("div", { class: "review-summary panel" });
+  const section = h(
+    "section",
+    { class: "reviews", "aria-labelledby": "reviews-heading" },
+    h("h2", { id: "reviews-heading" }, "Reviews"),
+    h("div", {}, summary, reviewForm(product, ctx, () => reload())),
+    h("div", {}, list, more),
+  );
+
+  const drawSummary = (current) => {
+    const parts = [rating(current.rating_avg, current.rating_count)];
+    if (current.rating_count) parts.unshift(h("p", { class: "big", "aria-hidden": "true" }, Number(current.rating_avg).toFixed(1)));
+    summary.replaceChildren(...parts);
+  };
+
+  async function loadPage(page) {
+    const { data, headers } = await request(`/api/products/${product.id}/reviews/?page=${page}&page_size=${REVIEWS_PAGE}`);
+    const meta = pagination(headers);
+    list.append(...data.map(reviewItem));
+    if (!list.children.length) list.append(h("li", { class: "muted" }, "No reviews yet. Be the first to write one."));
+    more.replaceChildren();
+    if (meta.next_page) {
+      const button = h("button", { type: "button", class: "btn btn-small" }, "More reviews");
+      button.addEventListener("click", () => busy(button, () => loadPage(meta.next_page).catch(showError)));
+      more.append(button);
+    }
+  }
+
+  async function reload() {
+    const fresh = await getProduct(product.id, { fresh: true });
+    if (!ctx.active) return;
+    drawSummary(fresh);
+    list.replaceChildren();
+    await loadPage(1);
+  }
+
+  drawSummary(product);
+  try {
+    await loadPage(1);
+  } catch (error) {
+    showError(error);
+  }
+  return section;
+}
+
+function reviewItem(review) {
+  return h(
+    "li",
+    { class: "review" },
+    h(
+      "div",
+      { class: "review-head" },
+      h("strong", {}, review.username || "A shopper"),
+      stars(review.rating),
+      h("span", { class: "muted small" }, date(review.created_at)),
+    ),
+    review.comment ? h("p", {}, review.comment) : null,
+  );
+}
+
+function reviewForm(product, ctx, onPosted) {
+  if (!isLoggedIn()) {
+    return h(
+      "p",
+      { class: "review-form muted" },
+      h("a", { href: `#${link("/login", { next: `/product/${product.id}` })}` }, "Log in"),
+      " to write a review.",
+    );
+  }
+  const ratingSelect = h(
+    "select",
+    { id: "review-rating", name: "rating", required: true },
+    h("option", { value: "" }, "Choose a rating"),
+    [5, 4, 3, 2, 1].map((value) => h("option", { value: String(value) }, `${value} ${value === 1 ? "star" : "stars"}`)),
+  );
+  const comment = h("textarea", { id: "review-comment", name: "comment", maxlength: "5000", rows: "4" });
+  const submit = h("button", { type: "submit", class: "btn btn-primary" }, "Post review");
+  const form = h(
+    "form",
+    { class: "review-form panel", "aria-labelledby": "review-form-heading" },
+    h("h3", { id: "review-form-heading" }, "Write a review"),
+    h("div", { class: "field" }, h("label", { for: "review-rating" }, "Rating"), ratingSelect),
+    h("div", { class: "field" }, h("label", { for: "review-comment" }, "Your review"), comment),
+    submit,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy(submit, async () => {
+      try {
+        await request(`/api/products/${product.id}/reviews/`, {
+          method: "POST",
+          auth: true,
+          body: { rating: Number(ratingSelect.value), comment: comment.value.trim() },
+        });
+      } catch (error) {
+        showError(error);
+        return;
+      }
+      if (!ctx.active) return;
+      form.replaceWith(h("p", { class: "notice review-form" }, "Thank you: your review is posted."));
+      await onPosted().catch(showError);
+    });
+  });
+  return form;
+}
