@@ -113,15 +113,15 @@ def record_payment_result(payment_id: int, result: ChargeResult) -> None:
     if not result.approved:
         payment.status = PaymentStatus.FAILED
         payment.failure_reason = result.decline_reason or "declined"
-        record_payment_event(payment.order, PaymentStatus.FAILED, f"payment {payment.id} failed")
+        record_payment_event(
+            _lock_order(payment.order_id), PaymentStatus.FAILED, f"payment {payment.id} failed"
+        )
         session.commit()
         PAYMENTS.labels(PaymentStatus.FAILED.value).inc()
         return
     payment.status = PaymentStatus.SUCCEEDED
     payment.transaction_id = result.transaction_id
-    order = session.scalar(
-        locked(select(Order).where(Order.id == payment.order_id), of=Order, key_share=True)
-    )
+    order = _lock_order(payment.order_id)
     if order.order_status == OrderStatus.PENDING:
         move_order(order, OrderStatus.PAID, None, f"payment {payment.id} succeeded", PaymentStatus.SUCCEEDED)
         owe_order_email(session, order.id, OrderEmailKind.CONFIRMATION)
@@ -131,6 +131,15 @@ def record_payment_result(payment_id: int, result: ChargeResult) -> None:
         enqueue_after_commit(session, "refund_payment", payment.id)
     session.commit()
     PAYMENTS.labels(PaymentStatus.SUCCEEDED.value).inc()
+
+
+def _lock_order(order_id: int) -> Order:
+    """The order, locked until the commit (after the payment's lock, as everywhere here).
+
+    Every writer of an order's events holds this lock until it commits, so an order's event ids
+    are committed in order, and a stream that has sent event N never meets a smaller id later.
+    """
+    return db.session.scalar(locked(select(Order).where(Order.id == order_id), of=Order, key_share=True))
 
 
 def refund_payment(payment_id: int) -> None:
@@ -150,7 +159,9 @@ def refund_payment(payment_id: int) -> None:
         .values(status=PaymentStatus.REFUNDED, refund_id=refund_id, updated_at=utcnow())
     ).rowcount
     if refunded:
-        record_payment_event(payment.order, PaymentStatus.REFUNDED, f"payment {payment_id} refunded")
+        record_payment_event(
+            _lock_order(payment.order_id), PaymentStatus.REFUNDED, f"payment {payment_id} refunded"
+        )
     session.commit()
     if refunded:
         PAYMENTS.labels(PaymentStatus.REFUNDED.value).inc()

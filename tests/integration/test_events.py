@@ -220,6 +220,23 @@ def test_a_rolled_back_change_publishes_nothing(shop):
         orders.close()
 
 
+def test_a_stock_change_whose_notice_was_lost_arrives_on_the_heartbeat(shop):
+    """A commit whose notice never went out (Redis gone between the commit and the publish):
+    the stock stream reads the product again on its heartbeat, so it is late, not wrong."""
+    a, pid = shop["a"], shop["product_id"]
+    _, reader = open_stream(a, f"/api/products/{pid}/events/")
+    try:
+        assert reader.next()["data"]["stock_quantity"] == 10
+        with shop["b"].app_context():
+            db.session.execute(update(Product).where(Product.id == pid).values(stock_quantity=4))
+            db.session.commit()  # no notify_after_commit: nothing is published
+        # Heartbeat 0.2 s, then the shared read (at most one per 0.5 s interval).
+        assert reader.next(timeout=3.0)["data"] == {"product_id": pid, "stock_quantity": 4}
+        assert reader.next(timeout=1.0) is None  # unchanged since: no event, only comments
+    finally:
+        reader.close()
+
+
 def test_idle_streams_get_keep_alive_comments_and_hold_no_database_connection(shop):
     a, pid = shop["a"], shop["product_id"]
     order = place_order(a, shop["carol"], pid)

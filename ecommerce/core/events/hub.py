@@ -47,6 +47,9 @@ NOTICES_RECEIVED = Counter("ecommerce_event_notices_total", "Change notices a wo
 EVENTS_SENT = Counter("ecommerce_events_sent_total", "Events written to streams", ["kind"])
 
 WAKE = object()  # put on an order stream's queue: read what is new
+# How long a stream waits for its worker's first subscription to Redis to be confirmed before it
+# reads the state to start from (a notice published before the confirmation would be missed).
+SUBSCRIBE_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,10 @@ class Hub:
         self._subs: dict[tuple[str, int], set[Subscription]] = {}
         self._count = 0
         self._next_delivery: dict[tuple[str, int], float] = {}
+        self._delivered_at: dict[tuple[str, int], float] = {}
         self._scheduled: set[tuple[str, int]] = set()
         self._started = False
+        self._subscribed = threading.Event()  # the Redis subscription is confirmed
         self._stopped = threading.Event()
 
     # --- streams -------------------------------------------------------------------------
@@ -107,6 +112,12 @@ class Hub:
         STREAMS_OPEN.labels(kind).inc()
         if start:
             self._start_listening()
+        if self.redis_url and not self._subscribed.is_set():
+            # Until Redis confirms the subscription, a notice published now would pass this
+            # worker by; the caller reads its first state after this returns. A Redis that does
+            # not answer in time: the stream starts anyway, and the resync after the
+            # subscription catches it up.
+            self._subscribed.wait(SUBSCRIBE_WAIT_SECONDS)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -119,6 +130,7 @@ class Hub:
             if not subs:
                 del self._subs[(sub.kind, sub.key)]
                 self._next_delivery.pop((sub.kind, sub.key), None)
+                self._delivered_at.pop((sub.kind, sub.key), None)
         STREAMS_OPEN.labels(sub.kind).dec()
 
     def open_streams(self) -> int:
@@ -139,6 +151,18 @@ class Hub:
             for sub in subs:
                 sub.queue.put(WAKE)
 
+    def refresh(self, kind: str, key: int, older_than: float) -> None:
+        """Read a shared value again if no delivery has read it for ``older_than`` seconds.
+
+        Called by idle streams on their heartbeat: a notice lost on its way (Redis down between
+        the commit and the publish) leaves a stock stream behind by one heartbeat at most, and
+        a crowd of streams on one product still costs one read per heartbeat."""
+        with self._lock:
+            if time.monotonic() - self._delivered_at.get((kind, key), 0.0) < older_than:
+                return
+            self._delivered_at[(kind, key)] = time.monotonic()  # this refresh is the delivery
+        self._schedule_shared(kind, key)
+
     def _schedule_shared(self, kind: str, key: int) -> None:
         with self._lock:
             if (kind, key) in self._scheduled:
@@ -153,6 +177,7 @@ class Hub:
         with self._lock:
             self._scheduled.discard((kind, key))
             self._next_delivery[(kind, key)] = time.monotonic() + self.interval
+            self._delivered_at[(kind, key)] = time.monotonic()
             subs = list(self._subs.get((kind, key), ()))
         if not subs:
             return
@@ -195,17 +220,22 @@ class Hub:
         backoff = ExponentialBackoff(cap=5.0, base=0.1)
         failures = 0
         while not self._stopped.is_set():
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             try:
                 pubsub.subscribe(self.channel)
-                if failures:
-                    log.info("event hub subscribed again after %d failure(s)", failures)
-                    self.resync()
-                failures = 0
                 while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=5.0)
-                    if message is not None and message["type"] == "message":
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
                         self._dispatch_message(message["data"])
+                    elif message["type"] == "subscribe":
+                        # Confirmed: from here on no notice passes this worker by.
+                        if failures:
+                            log.info("event hub subscribed again after %d failure(s)", failures)
+                            self.resync()
+                        failures = 0
+                        self._subscribed.set()
             except redis.RedisError as error:
                 failures += 1
                 log.warning("event hub lost Redis (%s); retrying", error)

@@ -70,7 +70,8 @@ def event_stream(
     streams already. Then, per item on the subscription's queue: a WAKE calls
     ``read_new(last event sent)`` in an app context (order streams, also on every heartbeat, so
     a lost notice costs at most one heartbeat's delay); shared data (stock) becomes an event by
-    ``shared_event(data)``, which may skip it (None) when nothing changed for this stream.
+    ``shared_event(data)`` unless it equals the last one sent, and an idle shared stream asks the
+    hub to read its value again on its heartbeat (once for all the streams of the key).
     """
     app = current_app._get_current_object()
     heartbeat = app.config["EVENTS_HEARTBEAT_SECONDS"]
@@ -117,6 +118,8 @@ def _body(
             if item is WAKE or (item is None and read_new is not None):
                 with app.app_context():
                     events = read_new(last) if read_new is not None else []
+            elif item is None and shared_event is not None:
+                hub.refresh(sub.kind, sub.key, heartbeat)  # its value comes on the queue
             elif item is not None and shared_event is not None:
                 event = shared_event(item)
                 if event is not None and (last is None or event.data != last.data):
