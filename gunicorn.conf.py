@@ -5,6 +5,7 @@ Every value can be overridden from the environment (the names in capitals below)
 
 import multiprocessing
 import os
+import resource
 
 from gevent.server import StreamServer
 from gunicorn.workers import ggevent
@@ -49,6 +50,18 @@ workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
 worker_connections = int(
     os.environ.get("WORKER_CONNECTIONS", int(os.environ.get("EVENTS_MAX_STREAMS", 3000)) + 1000)
 )
+
+
+def _raise_open_file_limit(wanted: int) -> None:
+    """Each connection is a file descriptor (and each of its database and Redis sockets one
+    more): lift the soft limit, often 1024, towards the hard one. Never lowers it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+_raise_open_file_limit(worker_connections + 1000)
 
 # Recycle workers now and then (leaks happen); jitter stops them all restarting at once.
 # High enough that a busy worker (thousands of requests a second) restarts every few

@@ -5,7 +5,7 @@ Playwright: a shopper searches, opens a product, fills the cart, registers at ch
 and pays (the worker of ``make run`` charges the sandbox card and the order page turns "paid"
 live), then the same pages at a phone's width.
 
-    .venv/bin/python scripts/storefront_screenshots.py [--base-url http://127.0.0.1:8000] [--out docs/storefront]
+    .venv/bin/python scripts/storefront_screenshots.py [--base-url URL] [--out docs/storefront]
 
 It makes a new account (``shopper-<time>``) and one order in the shop it is pointed at.
 """
@@ -70,6 +70,7 @@ def main() -> None:
         expect(page.get_by_role("link", name=re.compile("^Cart"))).to_have_accessible_name("Cart (3)")
         page.get_by_role("link", name=re.compile("^Cart")).click()
         expect(page.get_by_role("button", name="Checkout")).to_be_visible()
+        page.wait_for_timeout(4000)  # the "added" toast fades
         shot(page, "cart")
 
         page.get_by_role("button", name="Checkout").click()

@@ -217,6 +217,10 @@ def test_a_shopper_searches_buys_logs_in_at_checkout_pays_and_sees_paid_live(app
     assert _same_document(page), "the page was reloaded"
     expect(page.get_by_role("button", name="Pay")).to_have_count(0)
     expect(_cart_link(page)).to_have_accessible_name("Cart (0)")
+    page.set_viewport_size({"width": 390, "height": 844})  # on a phone the total still shows
+    expect(page.locator(".items tfoot td").last).to_be_visible()
+    expect(page.locator(".items tfoot td").last).to_have_text("$98.00")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     with app.app_context():
         orders = db.session.scalars(
@@ -254,7 +258,7 @@ def test_a_cancelled_order_follows_on_the_page(page, catalog):
     expect(_cart_link(page)).to_have_accessible_name("Cart (1)")
     page.get_by_role("link", name="Log in").first.click()
     _log_in(page, "grace")
-    expect(page.get_by_role("heading", level=1)).to_have_text("All products")  # back where it was
+    expect(page.get_by_role("heading", level=1)).to_have_text("Walnut Shelf")  # back where it was
     expect(_cart_link(page)).to_have_accessible_name("Cart (1)")  # the guest cart came along
     page.goto("/#/checkout")
     page.get_by_role("button", name="Place order").click()
@@ -394,6 +398,8 @@ def test_the_home_page_fits_a_phone(browser, shop, catalog):
 def test_a_missing_product_is_a_page_not_an_error(page):
     page.goto("/#/product/999999")
     expect(page.get_by_role("heading", level=1)).to_have_text("Product not found")
+    page.goto("/#/product/%E0")  # not even a valid escape
+    expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
     assert _script_errors(page) == []
 
 

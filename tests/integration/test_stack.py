@@ -31,6 +31,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 from ecommerce.config import TestingConfig
+from ecommerce.middleware import SECURITY_HEADERS, STOREFRONT_CSP
 from tests.factories import PASSWORD
 from tests.helpers import EventReader, drop_database
 from tests.integration.servers import HOST, PROJECT_ROOT, clean_env, free_port, run_cli, wait_until
@@ -314,14 +315,19 @@ def test_nginx_serves_the_storefront_itself(stack):
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert page.headers["X-Upstream"] == "nginx"  # no instance touched
     assert page.headers["Cache-Control"] == "no-cache"
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert page.headers["X-Frame-Options"] == "DENY"
+    # The same policy and security headers as the app sends with the storefront on `make run`.
+    assert page.headers["Content-Security-Policy"] == STOREFRONT_CSP
+    for name, value in SECURITY_HEADERS.items():
+        assert page.headers.get(name) == value, name
     scripts = re.findall(r'src="(/assets/[^"]+)"', page.text)
     assert scripts, page.text[:500]
     asset = stack.get(scripts[0])
     assert asset.status_code == 200 and asset.headers["X-Upstream"] == "nginx"
     assert "javascript" in asset.headers["Content-Type"]
     assert "max-age=300" in asset.headers["Cache-Control"]
+    assert asset.headers["Content-Security-Policy"] == STOREFRONT_CSP
+    for name, value in SECURITY_HEADERS.items():
+        assert asset.headers.get(name) == value, name
     missing = stack.get("/assets/no-such-file.js")
     assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/problem+json"
 

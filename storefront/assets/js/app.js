@@ -37,7 +37,15 @@ onCartCount((count) => {
 function drawAccount() {
   const user = currentUser();
   if (!user) {
-    account.replaceChildren(h("a", { class: "btn btn-small btn-primary", href: "#/login" }, "Log in"));
+    const loginLink = h("a", { class: "btn btn-small btn-primary", href: "#/login" }, "Log in");
+    loginLink.addEventListener("click", (event) => {
+      // Back to this page after the login (not from the login or register page itself).
+      const here = currentLocation();
+      if (here.path === "/login" || here.path === "/register") return;
+      event.preventDefault();
+      navigate(link("/login", { next: here.raw === "/" ? null : here.raw }));
+    });
+    account.replaceChildren(loginLink);
     return;
   }
   const logoutButton = h("button", { type: "button", class: "btn btn-small" }, "Log out");

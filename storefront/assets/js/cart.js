@@ -6,10 +6,23 @@ import { ApiError, isLoggedIn, request } from "./api.js";
 import { findProduct } from "./catalog.js";
 import { cents, fromCents } from "./dom.js";
 
+/**
+ * A random UUID (version 4) for an Idempotency-Key. ``crypto.randomUUID`` exists only in secure
+ * contexts (HTTPS, localhost); ``getRandomValues`` everywhere, so a shop reached over plain HTTP
+ * on a LAN address can still check out.
+ */
+export function newKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 const guest = new Map(); // product id -> quantity
 const listeners = new Set();
 let count = 0;
-let checkoutWanted = false;
 const checkoutKeys = new Map(); // request body -> key of the checkout attempt under way
 const paymentKeys = new Map(); // "order id:token" -> key of the payment attempt under way
 
@@ -125,17 +138,6 @@ export async function mergeGuestCart() {
   return hadLines;
 }
 
-/** The shopper pressed Checkout before logging in: the checkout goes on after the login. */
-export function wantCheckout() {
-  checkoutWanted = true;
-}
-
-export function takeCheckoutWish() {
-  const wanted = checkoutWanted;
-  checkoutWanted = false;
-  return wanted;
-}
-
 // A definite answer ends an attempt (a new key next time: the server keeps the first answer of
 // a key, a refusal included); no answer, or "still being processed", keeps the key for a retry.
 function attemptOver(error) {
@@ -149,7 +151,7 @@ export async function placeOrder({ shippingAddress = "" } = {}) {
   const body = shippingAddress ? { shipping_address: shippingAddress } : {};
   // Keyed by the body: the same key with another address would be refused (422).
   const attempt = JSON.stringify(body);
-  const key = checkoutKeys.get(attempt) ?? crypto.randomUUID();
+  const key = checkoutKeys.get(attempt) ?? newKey();
   checkoutKeys.set(attempt, key);
   try {
     const { data } = await request("/api/orders/", {
@@ -171,7 +173,7 @@ export async function placeOrder({ shippingAddress = "" } = {}) {
 export async function pay(orderId, token) {
   // Keyed by the body too: the same key with another token would be refused (422).
   const attempt = `${orderId}:${token}`;
-  const key = paymentKeys.get(attempt) ?? crypto.randomUUID();
+  const key = paymentKeys.get(attempt) ?? newKey();
   paymentKeys.set(attempt, key);
   try {
     const { data } = await request(`/api/orders/${orderId}/payments/`, {
@@ -191,7 +193,6 @@ export async function pay(orderId, token) {
 /** After logout: the next shopper on this page starts with an empty cart. */
 export function forgetCart() {
   guest.clear();
-  checkoutWanted = false;
   checkoutKeys.clear();
   paymentKeys.clear();
   setCount(0);

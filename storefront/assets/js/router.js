@@ -88,7 +88,11 @@ async function render() {
     const found = here.path.match(candidate.regex);
     if (found) {
       match = candidate;
-      params = Object.fromEntries(candidate.names.map((name, i) => [name, decodeURIComponent(found[i + 1])]));
+      try {
+        params = Object.fromEntries(candidate.names.map((name, i) => [name, decodeURIComponent(found[i + 1])]));
+      } catch {
+        match = null; // "%E0": not an address of this shop
+      }
       break;
     }
   }

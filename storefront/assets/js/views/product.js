@@ -47,7 +47,7 @@ export async function productView(root, ctx) {
   // -- stock, live --------------------------------------------------------------------------
   let stock = product.stock_quantity;
   const stockSlot = h("span", {}, stockBadge(stock));
-  const liveMark = h("span", { class: "live", title: "Stock updates live" }, "Live");
+  const liveMark = h("span", { class: "live", title: "Stock updates live" }, "Connecting…");
   const quantity = h("input", { type: "number", id: "quantity", name: "quantity", min: "1", max: String(Math.max(1, stock)), value: "1", inputmode: "numeric" });
   const addButton = h("button", { type: "button", class: "btn btn-primary" }, icon("cart"), "Add to cart");
   const wishButton = h("button", { type: "button", class: "btn" }, icon("heart"), "Add to wishlist");
@@ -59,21 +59,45 @@ export async function productView(root, ctx) {
   };
   drawStock();
 
-  const events = new EventSource(`/api/products/${id}/events/`);
-  events.addEventListener("open", () => liveMark.classList.add("on"));
-  events.addEventListener("error", () => liveMark.classList.remove("on")); // the browser retries
-  events.addEventListener("stock", (event) => {
-    try {
-      const data = JSON.parse(event.data);
-      if (Number(data.product_id) !== id) return;
-      stock = Number(data.stock_quantity);
-    } catch {
-      return;
-    }
-    liveMark.classList.add("on");
-    drawStock();
+  // EventSource reconnects by itself after a dropped connection, but not after an error answer
+  // (a 503 from a worker full of streams, a proxy's 502): then this opens it again, waiting
+  // longer each time. The first event of a new stream is the stock as it is then.
+  let events = null;
+  let failures = 0;
+  let retryTimer = 0;
+  let left = false;
+  const setLive = (on) => {
+    liveMark.classList.toggle("on", on);
+    liveMark.textContent = on ? "Live" : "Reconnecting…";
+  };
+  const openStock = () => {
+    events = new EventSource(`/api/products/${id}/events/`);
+    events.addEventListener("open", () => setLive(true));
+    events.addEventListener("error", () => {
+      setLive(false);
+      if (events.readyState !== EventSource.CLOSED || left) return;
+      failures += 1;
+      retryTimer = setTimeout(openStock, Math.min(30_000, 2_000 * 2 ** Math.min(failures, 4)));
+    });
+    events.addEventListener("stock", (event) => {
+      try {
+        const data = JSON.parse(event.data);
+        if (Number(data.product_id) !== id) return;
+        stock = Number(data.stock_quantity);
+      } catch {
+        return;
+      }
+      failures = 0;
+      setLive(true);
+      if (!addButton.hasAttribute("aria-busy")) drawStock(); // busy: drawn when the add ends
+    });
+  };
+  openStock();
+  ctx.onLeave(() => {
+    left = true;
+    clearTimeout(retryTimer);
+    events.close();
   });
-  ctx.onLeave(() => events.close());
 
   addButton.addEventListener("click", () =>
     busy(addButton, async () => {
@@ -88,7 +112,7 @@ export async function productView(root, ctx) {
       } catch (error) {
         showError(error);
       }
-    }),
+    }).finally(drawStock), // busy() enabled it; the stock (maybe moved meanwhile) decides
   );
   wishButton.addEventListener("click", () =>
     busy(wishButton, async () => {
