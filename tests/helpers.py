@@ -202,13 +202,16 @@ def recreate_database(url: str) -> None:
 class EventReader:
     """Reads a ``text/event-stream`` body on a thread of its own: ``next(timeout)`` gives the
     next event as ``{"id", "event", "data"}`` (``data`` parsed JSON), or a ``{"comment": ...}``;
-    ``None`` when nothing came in time. ``close()`` ends the stream from the reading thread
-    (give the app a short heartbeat, so the thread wakes to see it)."""
+    ``None`` when nothing came in time; ``{"closed": True}`` when the stream ended. ``last_at``:
+    when the item ``next`` gave last arrived (time.monotonic(), taken by the reading thread).
+    ``close()`` ends the stream from the reading thread (give the app a short heartbeat, so the
+    thread wakes to see it)."""
 
     def __init__(self, chunks) -> None:
         self._chunks = chunks
         self._items: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self.last_at: float | None = None
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -219,22 +222,23 @@ class EventReader:
                 buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
                 while "\n\n" in buffer:
                     block, buffer = buffer.split("\n\n", 1)
-                    self._items.put(_parse_block(block))
+                    self._items.put((time.monotonic(), _parse_block(block)))
                 if self._stop.is_set():
                     break
         finally:
             closer = getattr(self._chunks, "close", None)
             if closer is not None:
                 closer()
-            self._items.put({"closed": True})
+            self._items.put((time.monotonic(), {"closed": True}))
 
     def next(self, timeout: float = 5.0, *, comments: bool = False) -> dict | None:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                item = self._items.get(timeout=left)
+                arrived, item = self._items.get(timeout=left)
             except queue.Empty:
                 return None
+            self.last_at = arrived
             if "comment" in item and not comments:
                 continue
             if "retry" in item and len(item) == 1:

@@ -55,37 +55,54 @@ def events_after(order_id: int, last_id: int) -> list[Event]:
     return [_event(row) for row in rows]
 
 
-def _current_state(order: Order) -> Event:
-    """The order as it is now, under the id of its latest event (0 if it has none)."""
+def _current_state(order_id: int) -> Event:
+    """The order as it is now, under the id of its latest event (0 if it has none).
+
+    The id is read first, the state after it (each statement sees what has committed by its
+    start): the state is never older than the id, so no change after the id can be hidden
+    behind it. A change committed in between shows up again as the next event, its state
+    the same as the first's."""
     latest = db.session.scalar(
-        select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id.desc()).limit(1)
+        select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id.desc()).limit(1)
     )
-    payment_status = latest_payment_status(order.id)
+    status, updated_at = db.session.execute(
+        select(Order.order_status, Order.updated_at).where(Order.id == order_id)
+    ).one()
+    payment_status = latest_payment_status(order_id)
     return Event(
         "order",
         {
-            "order_id": order.id,
-            "order_status": order.order_status.value,
+            "order_id": order_id,
+            "order_status": status.value,
             "payment_status": payment_status.value if payment_status else None,
-            "at": utc_iso(latest.created_at if latest else order.updated_at),
+            "at": utc_iso(latest.created_at if latest else updated_at),
         },
         id=latest.id if latest else 0,
     )
 
 
-def order_stream(actor: User, order_id: int, last_event_id: int | None) -> Response:
-    """Open the order's stream: 404 for a missing or another user's order (before it starts)."""
-    order = visible_order(actor, order_id)
+def order_stream(
+    actor: User, order_id: int, last_event_id: int | None, *, until: float | None = None
+) -> Response:
+    """Open the order's stream: 404 for a missing or another user's order (before it starts).
+
+    ``until``: when the access token that opened it expires (epoch seconds); the stream ends
+    then, and the client reconnects with a token that is still good (a revoked login cannot).
+    """
+    visible_order(actor, order_id)
+    # The check's transaction ends here: subscribing may wait for Redis, and the stream's first
+    # read below starts afresh (from a state no older than the subscription).
+    db.session.close()
 
     def first() -> list[Event]:
         if last_event_id is None:
-            return [_current_state(order)]
+            return [_current_state(order_id)]
         return events_after(order_id, last_event_id)
 
     def read_new(last: Event | None) -> list[Event]:
         return events_after(order_id, last.id if last is not None else last_event_id or 0)
 
-    return event_stream(KIND, order_id, first, read_new=read_new)
+    return event_stream(KIND, order_id, first, read_new=read_new, until=until)
 
 
 def _changed_orders(cursor: int | None) -> tuple[set[int], int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user
+from flask_jwt_extended import current_user, get_jwt
 
 from ecommerce.core.blueprint import Blueprint
 from ecommerce.orders import checkout, events, services
@@ -78,4 +78,6 @@ class OrderEventsView(MethodView):
     @blp.alt_response(503, description="This server holds its most live streams; retry after Retry-After")
     def get(self, headers, order_id):
         """Live events of an order (Server-Sent Events)"""
-        return events.order_stream(current_user, order_id, headers.get("last_event_id"))
+        return events.order_stream(
+            current_user, order_id, headers.get("last_event_id"), until=get_jwt().get("exp")
+        )

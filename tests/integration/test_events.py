@@ -7,9 +7,11 @@ subscription), with a short heartbeat so that idle streams write (and readers wa
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import redis
 from sqlalchemy import update
 
 from ecommerce.extensions import db
@@ -97,7 +99,7 @@ def test_stock_events_are_coalesced_and_the_last_change_is_never_held_back(shop)
         seen, times = [], []
         while (event := reader.next(timeout=2.0)) is not None:
             seen.append(event["data"]["stock_quantity"])
-            times.append(time.monotonic() - started)
+            times.append(reader.last_at - started)  # when it arrived, not when it was read
         assert seen and seen[-1] == 4
         assert len(seen) < 6  # six changes, fewer events
         gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
@@ -195,11 +197,21 @@ def test_errors_before_the_stream_are_problems(shop):
         reader.close()
 
 
+def _channel_listener(app) -> redis.client.PubSub:
+    """A subscriber of the events channel of its own, confirmed before it is returned."""
+    listener = redis.Redis.from_url(app.config["REDIS_URL"]).pubsub()
+    listener.subscribe(app.config["EVENTS_CHANNEL"])
+    confirmed = listener.get_message(timeout=5.0)
+    assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
+    return listener
+
+
 def test_a_rolled_back_change_publishes_nothing(shop):
     a, pid = shop["a"], shop["product_id"]
     order = place_order(a, shop["carol"], pid)
     _, stock = open_stream(a, f"/api/products/{pid}/events/")
     _, orders = open_stream(a, f"/api/orders/{order['id']}/events/", shop["carol"])
+    listener = _channel_listener(a)
     try:
         assert stock.next()["data"]["stock_quantity"] == 9
         assert orders.next()["data"]["order_status"] == "pending"
@@ -211,11 +223,17 @@ def test_a_rolled_back_change_publishes_nothing(shop):
             notify_after_commit(db.session, "product", pid)
             notify_after_commit(db.session, "order", order["id"])
             db.session.rollback()
-        assert stock.next(timeout=1.0) is None
-        assert orders.next(timeout=1.0) is None
+        # Nothing went out on the channel (the streams would re-read the same committed state
+        # and stay quiet even if it had: the channel is what shows the notices were dropped).
+        assert listener.get_message(timeout=1.0) is None
+        assert stock.next(timeout=0.5) is None
+        assert orders.next(timeout=0.5) is None
         set_stock(a, shop["root"], pid, 3)  # and a committed one still comes through
+        published = listener.get_message(timeout=5.0)
+        assert published is not None and published["data"] == f"product:{pid}".encode(), published
         assert stock.next()["data"]["stock_quantity"] == 3
     finally:
+        listener.close()
         stock.close()
         orders.close()
 
@@ -233,6 +251,22 @@ def test_a_stock_change_whose_notice_was_lost_arrives_on_the_heartbeat(shop):
         # Heartbeat 0.2 s, then the shared read (at most one per 0.5 s interval).
         assert reader.next(timeout=3.0)["data"] == {"product_id": pid, "stock_quantity": 4}
         assert reader.next(timeout=1.0) is None  # unchanged since: no event, only comments
+    finally:
+        reader.close()
+
+
+def test_an_order_stream_ends_when_its_access_token_expires(make_instance, shop):
+    """The access check is made once, at the start: the stream ends when the token that opened
+    it expires, so a revoked login stops hearing about its orders (the client reconnects with
+    a fresh token)."""
+    short = make_instance(**FAST, JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=2))
+    order = place_order(shop["a"], shop["carol"], shop["product_id"])
+    carol = bearer(login(short.test_client(), "carol")["access_token"])
+    _, reader = open_stream(short, f"/api/orders/{order['id']}/events/", carol)
+    try:
+        assert reader.next()["data"]["order_status"] == "pending"
+        assert reader.next(timeout=5.0) == {"closed": True}
+        assert reader.last_at is not None
     finally:
         reader.close()
 

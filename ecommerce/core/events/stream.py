@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ def event_stream(
     *,
     read_new: Callable[[Event | None], list[Event]] | None = None,
     shared_event: Callable[[dict[str, Any]], Event | None] | None = None,
+    until: float | None = None,
 ) -> Response:
     """The ``text/event-stream`` response of the changes of ``kind`` ``key``.
 
@@ -72,6 +74,7 @@ def event_stream(
     a lost notice costs at most one heartbeat's delay); shared data (stock) becomes an event by
     ``shared_event(data)`` unless it equals the last one sent, and an idle shared stream asks the
     hub to read its value again on its heartbeat (once for all the streams of the key).
+    ``until`` (epoch seconds): the stream ends then (its access token expires).
     """
     app = current_app._get_current_object()
     heartbeat = app.config["EVENTS_HEARTBEAT_SECONDS"]
@@ -82,7 +85,7 @@ def event_stream(
     except BaseException:
         hub_of_app.unsubscribe(sub)
         raise
-    body = _body(app, hub_of_app, sub, first_events, heartbeat, read_new, shared_event)
+    body = _body(app, hub_of_app, sub, first_events, heartbeat, read_new, shared_event, until)
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache, no-store"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -100,6 +103,7 @@ def _body(
     heartbeat: float,
     read_new: Callable[[Event | None], list[Event]] | None,
     shared_event: Callable[[dict[str, Any]], Event | None] | None,
+    until: float | None,
 ) -> Iterator[bytes]:
     last: Event | None = None
     try:
@@ -110,8 +114,14 @@ def _body(
         yield chunk
         EVENTS_SENT.labels(sub.kind).inc(len(first))
         while True:
+            wait = heartbeat
+            if until is not None:
+                left = until - time.time()
+                if left <= 0:
+                    return  # the token expired: the client reconnects with a fresh one
+                wait = min(wait, left)
             try:
-                item = sub.queue.get(timeout=heartbeat)
+                item = sub.queue.get(timeout=wait)
             except queue.Empty:
                 item = None
             events: list[Event] = []

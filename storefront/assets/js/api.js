@@ -8,9 +8,8 @@
 const NETWORK_MESSAGE = "Could not reach the shop. Check your connection and try again.";
 const EXPIRED_MESSAGE = "Your session has ended. Please log in again.";
 
-/** The login: {access, refresh, user}; null when logged out. */
+/** The login: {access, refresh, user, refreshing}; null when logged out. */
 let session = null;
-let refreshing = null;
 const listeners = new Set();
 
 export class ApiError extends Error {
@@ -111,19 +110,22 @@ function withBearer(init, token) {
   return { ...init, headers: { ...(init.headers ?? {}), Authorization: `Bearer ${token}` } };
 }
 
-function endSession(reason) {
-  if (!session) return;
+/** End ``login`` (only if it is still the current one: a newer login is left alone). */
+function endSession(reason, login = session) {
+  if (!session || session !== login) return;
   session = null;
   changed(reason);
 }
 
-/** Swap the refresh token for new tokens, once for every call that saw the same 401. */
-function refreshTokens(usedAccessToken) {
-  if (!session) return Promise.reject(new ApiError(EXPIRED_MESSAGE, { status: 401 }));
-  if (session.access !== usedAccessToken) return Promise.resolve(); // refreshed meanwhile
-  if (!refreshing) {
-    const login = session;
-    refreshing = (async () => {
+/**
+ * Swap ``login``'s refresh token for new tokens, once for every call of that login that saw
+ * the same 401 (the refresh token is rotated: a second refresh with it would be refused, and
+ * the API would take it as a stolen token and revoke the login).
+ */
+function refreshTokens(login, usedAccessToken) {
+  if (login.access !== usedAccessToken) return Promise.resolve(); // refreshed meanwhile
+  if (!login.refreshing) {
+    login.refreshing = (async () => {
       const response = await send("/api/auth/refresh/", {
         method: "POST",
         headers: { Accept: "application/json", Authorization: `Bearer ${login.refresh}` },
@@ -134,10 +136,10 @@ function refreshTokens(usedAccessToken) {
       login.access = tokens.access_token;
       login.refresh = tokens.refresh_token; // rotated: the old one is spent
     })().finally(() => {
-      refreshing = null;
+      login.refreshing = null;
     });
   }
-  return refreshing;
+  return login.refreshing;
 }
 
 /**
@@ -145,21 +147,23 @@ function refreshTokens(usedAccessToken) {
  * response is returned whatever its status (the event streams read it themselves).
  */
 export async function authorizedFetch(path, init = {}, { onExpiry = "expired" } = {}) {
-  if (!session) throw new ApiError("Please log in first.", { status: 401 });
-  const used = session.access;
+  const login = session; // this call belongs to this login, whatever happens meanwhile
+  if (!login) throw new ApiError("Please log in first.", { status: 401 });
+  const used = login.access;
   const first = await send(path, withBearer(init, used));
   if (first.status !== 401) return first;
+  if (session !== login) throw new ApiError(EXPIRED_MESSAGE, { status: 401 }); // logged out meanwhile
   try {
-    await refreshTokens(used);
+    await refreshTokens(login, used);
   } catch (error) {
     if (error instanceof ApiError && error.status === 0) throw error; // offline: still logged in
-    endSession(onExpiry);
+    endSession(onExpiry, login);
     throw new ApiError(EXPIRED_MESSAGE, { status: 401 });
   }
-  if (!session) throw new ApiError(EXPIRED_MESSAGE, { status: 401 });
-  const second = await send(path, withBearer(init, session.access));
+  if (session !== login) throw new ApiError(EXPIRED_MESSAGE, { status: 401 });
+  const second = await send(path, withBearer(init, login.access));
   if (second.status === 401) {
-    endSession(onExpiry);
+    endSession(onExpiry, login);
     throw new ApiError(EXPIRED_MESSAGE, { status: 401 });
   }
   return second;
@@ -199,7 +203,7 @@ export async function login(username, password) {
     method: "POST",
     body: { username, password },
   });
-  const candidate = { access: tokens.access_token, refresh: tokens.refresh_token, user: null };
+  const candidate = { access: tokens.access_token, refresh: tokens.refresh_token, user: null, refreshing: null };
   const me = await send("/api/users/me/", {
     headers: { Accept: "application/json", Authorization: `Bearer ${candidate.access}` },
     cache: "no-store",

@@ -89,6 +89,7 @@ export async function refreshCount() {
 }
 
 export async function addToCart(productId, quantity = 1) {
+  checkoutKeys.clear(); // another cart: a checkout key kept from a lost answer must not replay
   if (isLoggedIn()) {
     await request("/api/cart/items/", {
       method: "POST",
@@ -103,6 +104,7 @@ export async function addToCart(productId, quantity = 1) {
 }
 
 export async function setQuantity(line, quantity) {
+  checkoutKeys.clear();
   if (isLoggedIn()) {
     await request(`/api/cart/items/${line.id}/`, { method: "PATCH", auth: true, body: { quantity } });
   } else {
@@ -111,6 +113,7 @@ export async function setQuantity(line, quantity) {
 }
 
 export async function removeLine(line) {
+  checkoutKeys.clear();
   if (isLoggedIn()) await request(`/api/cart/items/${line.id}/`, { method: "DELETE", auth: true });
   else guest.delete(line.productId);
 }
@@ -120,6 +123,7 @@ export async function removeLine(line) {
  * its quantity). Returns whether the server's cart held lines before (from an earlier visit).
  */
 export async function mergeGuestCart() {
+  checkoutKeys.clear();
   const { data } = await request("/api/cart/", { auth: true });
   const hadLines = data.items.length > 0;
   for (const [productId, quantity] of [...guest]) {
@@ -187,6 +191,13 @@ export async function pay(orderId, token) {
   } catch (error) {
     if (attemptOver(error)) paymentKeys.delete(attempt);
     throw error;
+  }
+}
+
+/** The order's payment failed: the next Pay is a new attempt, even with the same token. */
+export function forgetPaymentKeys(orderId) {
+  for (const attempt of [...paymentKeys.keys()]) {
+    if (attempt.startsWith(`${orderId}:`)) paymentKeys.delete(attempt);
   }
 }
 

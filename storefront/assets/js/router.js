@@ -10,7 +10,8 @@ let main = null;
 let leaving = [];
 let rendered = 0;
 let pendingAlert = null;
-let afterLogin = null;
+let pendingFocus = null;
+let afterLogin = null; // {next, action}: what a login was asked for, and where it leads
 
 /** ``pattern``: a path with ``:name`` parts ("/orders/:id"). ``auth``: logged-in shoppers only. */
 export function route(pattern, view, { auth = false } = {}) {
@@ -38,9 +39,13 @@ export function link(path, params = {}) {
   return search ? `${path}?${search}` : path;
 }
 
-/** Go to a route; ``alert``: an error to show on arrival; ``replace``: no new history entry. */
-export function navigate(path, { replace = false, alert = null } = {}) {
+/**
+ * Go to a route; ``alert``: an error to show on arrival; ``replace``: no new history entry;
+ * ``focus``: a selector of the new page to focus (else its heading, for a screen reader).
+ */
+export function navigate(path, { replace = false, alert = null, focus = null } = {}) {
   pendingAlert = alert;
+  pendingFocus = focus;
   const hash = `#${path}`;
   if (location.hash === hash) render();
   else if (replace) {
@@ -51,15 +56,15 @@ export function navigate(path, { replace = false, alert = null } = {}) {
 
 /** Send the shopper to log in, then to ``next``; ``then`` runs once the login succeeds. */
 export function loginThen(next, then = null) {
-  afterLogin = then;
+  afterLogin = then ? { next, action: then } : null;
   navigate(link("/login", { next }));
 }
 
-/** The action a login was asked for (once). */
-export function takeAfterLogin() {
-  const action = afterLogin;
+/** The action a login to ``next`` was asked for (once); none for a login that leads elsewhere. */
+export function takeAfterLogin(next) {
+  const wish = afterLogin;
   afterLogin = null;
-  return action;
+  return wish && wish.next === next ? wish.action : null;
 }
 
 export function start(root) {
@@ -78,6 +83,10 @@ async function render() {
   for (const leave of leaving.splice(0)) leave();
   const id = ++rendered;
   const first = id === 1;
+  // A login abandoned for another page forgets what it was asked to do afterwards.
+  if (here.path !== "/login" && here.path !== "/register") afterLogin = null;
+  const focusAfter = pendingFocus;
+  pendingFocus = null;
   clearError();
   if (pendingAlert) showError(pendingAlert);
   pendingAlert = null;
@@ -131,6 +140,11 @@ async function render() {
   }
   // Moving focus to the new page's heading tells a screen reader the page changed (not on the
   // first load: the browser starts at the top of the document then).
+  const wanted = focusAfter ? root.querySelector(focusAfter) : null;
+  if (wanted && ctx.active) {
+    wanted.focus();
+    return;
+  }
   const heading = root.querySelector("h1");
   if (!first && ctx.active && heading && !root.contains(document.activeElement)) {
     heading.tabIndex = -1;

@@ -32,7 +32,7 @@ async function afterLogin(next) {
   } catch (error) {
     showError(error);
   }
-  const action = takeAfterLogin();
+  const action = takeAfterLogin(next);
   navigate(next, { replace: true });
   if (merged && next === "/checkout") toast("Your cart also holds what you left in it last time.");
   if (action) {

@@ -2,6 +2,7 @@
 
 import { categoryTree, getCategories, listProducts } from "../catalog.js";
 import { h, money, rating, stockBadge, thumb } from "../dom.js";
+import { showError } from "../notices.js";
 import { link, navigate } from "../router.js";
 
 const PAGE_SIZE = 12;
@@ -38,7 +39,10 @@ export async function homeView(root, ctx) {
     { id: "sort", name: "sort" },
     SORTS.map(([value, label]) => h("option", { value, selected: value === filters.sort }, label)),
   );
-  sort.addEventListener("change", () => navigate(pageLink(filters, { sort: sort.value, page: "" })));
+  // Focus stays on the list box: a keyboard user may go on choosing with the arrow keys.
+  sort.addEventListener("change", () =>
+    navigate(pageLink(filters, { sort: sort.value, page: "" }), { focus: "#sort" }),
+  );
 
   root.append(
     h(
@@ -60,7 +64,7 @@ export async function homeView(root, ctx) {
     ),
   );
 
-  const [categories, page] = await Promise.all([
+  const [categoriesRead, pageRead] = await Promise.allSettled([
     getCategories(),
     listProducts({
       q: filters.q,
@@ -73,6 +77,27 @@ export async function homeView(root, ctx) {
       page_size: PAGE_SIZE,
     }),
   ]);
+  if (categoriesRead.status === "rejected") throw categoriesRead.reason;
+  const categories = categoriesRead.value;
+  const page = pageRead.value;
+  if (pageRead.status === "rejected") {
+    const error = pageRead.reason;
+    // A filter the API refuses (422): the message, and the filters drawn so it can be fixed.
+    if (!ctx.active) return;
+    showError(error);
+    sidebar.append(drawSidebar(categoryTree(categories), filters));
+    count.textContent = "";
+    grid.replaceWith(
+      h(
+        "div",
+        { class: "empty" },
+        h("h2", {}, "No products to show"),
+        h("p", {}, "The shop could not list products for these filters."),
+        h("a", { class: "btn", href: "#/" }, "Show all products"),
+      ),
+    );
+    return;
+  }
   if (!ctx.active) return;
   const tree = categoryTree(categories);
   const category = tree.byId.get(Number(filters.category));
@@ -201,6 +226,11 @@ function drawSidebar(tree, filters) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (minPrice.value && maxPrice.value && Number(minPrice.value) > Number(maxPrice.value)) {
+      showError("Min price: it is above the max price.");
+      minPrice.focus();
+      return;
+    }
     navigate(
       pageLink(filters, {
         min_price: minPrice.value,

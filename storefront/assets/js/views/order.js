@@ -2,7 +2,7 @@
 // token goes with it; no polling, no reload), its lines, its history, Pay and Cancel.
 
 import { request } from "../api.js";
-import { pay } from "../cart.js";
+import { forgetPaymentKeys, pay } from "../cart.js";
 import { busy, cents, dateTime, fromCents, h, money, statusBadge } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { openEventStream } from "../sse.js";
@@ -44,7 +44,10 @@ export async function orderView(root, ctx) {
   const state = { status: order.order_status, payment: latestPayment(order)?.status ?? null };
   const badge = h("span", {});
   const paymentLine = h("span", { class: "muted" });
-  const statusRegion = h("p", { class: "order-status", role: "status", "aria-live": "polite", "aria-atomic": "true" });
+  // Focusable (not in the tab order): after Pay or Cancel, whose buttons go away, focus lands here.
+  const statusRegion = h("p", { class: "order-status", role: "status", "aria-live": "polite", "aria-atomic": "true", tabindex: "-1" });
+  let eventsSeen = 0;
+  let detailReads = 0;
   const liveMark = h("span", { class: "live" }, "Connecting…");
   const timeline = h("ol", { class: "timeline" });
   const paySlot = h("div", {});
@@ -72,9 +75,10 @@ export async function orderView(root, ctx) {
   };
 
   async function refreshDetail() {
+    const read = ++detailReads; // answers may come back out of order: only the newest is drawn
     try {
       const { data } = await request(`/api/orders/${id}/`, { auth: true });
-      if (!ctx.active) return;
+      if (!ctx.active || read !== detailReads) return;
       order = data;
       drawTimeline(order.events ?? []);
     } catch {
@@ -107,6 +111,7 @@ export async function orderView(root, ctx) {
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       busy(submit, async () => {
+        const seenBefore = eventsSeen;
         try {
           await pay(id, token.value.trim());
         } catch (error) {
@@ -115,8 +120,10 @@ export async function orderView(root, ctx) {
         }
         if (!ctx.active) return;
         toast("Payment sent. The status below follows it.");
-        if (state.payment !== "succeeded") state.payment = "pending";
+        // The stream may already have brought the payment's fate: then it is the truth.
+        if (eventsSeen === seenBefore) state.payment = "pending";
         drawStatus();
+        statusRegion.focus();
       });
     });
     paySlot.replaceChildren(form);
@@ -136,6 +143,7 @@ export async function orderView(root, ctx) {
       no.addEventListener("click", () => {
         cancelSlot.replaceChildren();
         drawCancel();
+        cancelSlot.querySelector("button")?.focus();
       });
       yes.addEventListener("click", () =>
         busy(yes, async () => {
@@ -144,6 +152,7 @@ export async function orderView(root, ctx) {
             if (!ctx.active) return;
             state.status = data.order_status;
             drawStatus();
+            statusRegion.focus();
             toast(`Order #${id} cancelled.`);
           } catch (error) {
             showError(error);
@@ -168,9 +177,11 @@ export async function orderView(root, ctx) {
       } catch {
         return;
       }
+      eventsSeen += 1;
       const changed = data.order_status !== state.status || (data.payment_status ?? null) !== state.payment;
       state.status = data.order_status;
       state.payment = data.payment_status ?? null;
+      if (state.payment === "failed") forgetPaymentKeys(id); // the next Pay is a new attempt
       if (changed) {
         drawStatus();
         refreshDetail();

@@ -46,7 +46,7 @@ export async function productView(root, ctx) {
 
   // -- stock, live --------------------------------------------------------------------------
   let stock = product.stock_quantity;
-  const stockSlot = h("span", {}, stockBadge(stock));
+  const stockSlot = h("span", { "aria-live": "polite" }, stockBadge(stock)); // changes are read out
   const liveMark = h("span", { class: "live", title: "Stock updates live" }, "Connecting…");
   const quantity = h("input", { type: "number", id: "quantity", name: "quantity", min: "1", max: String(Math.max(1, stock)), value: "1", inputmode: "numeric" });
   const addButton = h("button", { type: "button", class: "btn btn-primary" }, icon("cart"), "Add to cart");
