@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Response
 from sqlalchemy import func, select
 
-from ecommerce.core.events import Event, Topic, event_stream, register_topic
+from ecommerce.core.events import Event, Topic, event_stream, register_topic, stream_response
 from ecommerce.core.schemas import utc_iso
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderEvent
@@ -25,10 +25,7 @@ STREAM_DESCRIPTION = (
     '`id: <event id>`, `event: order`, `data: {"order_id", "order_status", "payment_status", "at"}`; '
     "`: keep-alive` comments while idle. Send `Last-Event-ID` to replay what came after that id."
 )
-STREAM_RESPONSE = {
-    "description": STREAM_DESCRIPTION,
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
+STREAM_RESPONSE = stream_response(STREAM_DESCRIPTION)
 _REPLAY_LIMIT = 1000  # the most rows one read sends (an order has a handful)
 
 

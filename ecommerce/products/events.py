@@ -14,7 +14,7 @@ from typing import Any
 from flask import Response
 from sqlalchemy import select
 
-from ecommerce.core.events import Event, Topic, event_stream, register_topic
+from ecommerce.core.events import Event, Topic, event_stream, register_topic, stream_response
 from ecommerce.extensions import db
 from ecommerce.products.models import Product
 from ecommerce.products.schemas import ProductSchema
@@ -26,10 +26,7 @@ STREAM_DESCRIPTION = (
     '`data: {"product_id", "stock_quantity"}` after each change, at most one per second; '
     "`: keep-alive` comments while idle."
 )
-STREAM_RESPONSE = {
-    "description": STREAM_DESCRIPTION,
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
+STREAM_RESPONSE = stream_response(STREAM_DESCRIPTION)
 _detail_schema = ProductSchema()
 
 

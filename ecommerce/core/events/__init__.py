@@ -7,7 +7,7 @@
 
 from ecommerce.core.events.hub import Hub, Topic, register_topic
 from ecommerce.core.events.publish import forget_notices, notify_after_commit, publish_committed
-from ecommerce.core.events.stream import Event, event_stream
+from ecommerce.core.events.stream import Event, event_stream, stream_response
 
 __all__ = [
     "Event",
@@ -19,6 +19,7 @@ __all__ = [
     "notify_after_commit",
     "publish_committed",
     "register_topic",
+    "stream_response",
 ]
 
 

@@ -43,6 +43,11 @@ HEARTBEAT = b": keep-alive\n\n"
 RETRY = b"retry: 2000\n\n"
 
 
+def stream_response(description: str) -> dict[str, Any]:
+    """The OpenAPI 200 response of a stream route (``@blp.doc(responses={"200": ...})``)."""
+    return {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+
 def hub() -> Hub:
     return current_app.extensions["events"]
 

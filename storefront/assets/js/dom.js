@@ -151,3 +151,17 @@ export async function busy(button, work) {
     button.removeAttribute("aria-busy");
   }
 }
+
+/**
+ * The "nothing here" panel: a heading (``level: "h1"`` when it is the page's own), a sentence,
+ * and one way on (``action: {href, label, primary}``).
+ */
+export function emptyState(title, text, action, { level = "h2" } = {}) {
+  return h(
+    "div",
+    { class: "empty" },
+    h(level, {}, title),
+    text ? h("p", {}, text) : null,
+    action ? h("a", { class: action.primary === false ? "btn" : "btn btn-primary", href: action.href }, action.label) : null,
+  );
+}

@@ -2,7 +2,7 @@
 // is ``async (root, ctx) => {...}``; what it opens (event streams) it hands to ``ctx.onLeave``.
 
 import { isLoggedIn } from "./api.js";
-import { h } from "./dom.js";
+import { emptyState, h } from "./dom.js";
 import { clearError, showError } from "./notices.js";
 
 const routes = [];
@@ -163,12 +163,6 @@ function markCurrentNav(path) {
 function notFound(root) {
   document.title = "Not found · Shop";
   root.append(
-    h(
-      "div",
-      { class: "empty" },
-      h("h1", {}, "Page not found"),
-      h("p", {}, "There is nothing at this address."),
-      h("a", { class: "btn btn-primary", href: "#/" }, "Back to the shop"),
-    ),
+    emptyState("Page not found", "There is nothing at this address.", { href: "#/", label: "Back to the shop" }, { level: "h1" }),
   );
 }

@@ -3,7 +3,7 @@
 
 import { isLoggedIn } from "../api.js";
 import { loadCart, removeLine, setQuantity } from "../cart.js";
-import { busy, h, icon, money, stockText, thumb } from "../dom.js";
+import { busy, emptyState, h, icon, money, stockText, thumb } from "../dom.js";
 import { showError } from "../notices.js";
 import { navigate, rerender } from "../router.js";
 
@@ -15,13 +15,7 @@ export async function cartView(root, ctx) {
   if (!cart.lines.length) {
     root.append(
       heading,
-      h(
-        "div",
-        { class: "empty" },
-        h("h2", {}, "Your cart is empty"),
-        h("p", {}, "Find something you like and add it here."),
-        h("a", { class: "btn btn-primary", href: "#/" }, "Browse products"),
-      ),
+      emptyState("Your cart is empty", "Find something you like and add it here.", { href: "#/", label: "Browse products" }),
     );
     return;
   }

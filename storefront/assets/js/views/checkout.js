@@ -3,7 +3,7 @@
 // twice while it is sent: a double click or a retry after a lost answer makes one order.
 
 import { loadCart, placeOrder } from "../cart.js";
-import { busy, h, icon, money, thumb } from "../dom.js";
+import { busy, emptyState, h, icon, money, thumb } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { navigate, rerender } from "../router.js";
 
@@ -15,13 +15,7 @@ export async function checkoutView(root, ctx) {
   if (!cart.lines.length) {
     root.append(
       heading,
-      h(
-        "div",
-        { class: "empty" },
-        h("h2", {}, "Your cart is empty"),
-        h("p", {}, "There is nothing to order yet."),
-        h("a", { class: "btn btn-primary", href: "#/" }, "Browse products"),
-      ),
+      emptyState("Your cart is empty", "There is nothing to order yet.", { href: "#/", label: "Browse products" }),
     );
     return;
   }

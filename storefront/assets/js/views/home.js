@@ -1,7 +1,7 @@
 // Home: the category tree, filters, sort, the product grid and its pages (X-Pagination).
 
 import { categoryTree, getCategories, listProducts } from "../catalog.js";
-import { h, money, rating, stockBadge, thumb } from "../dom.js";
+import { emptyState, h, money, rating, stockBadge, thumb } from "../dom.js";
 import { showError } from "../notices.js";
 import { link, navigate } from "../router.js";
 
@@ -88,13 +88,7 @@ export async function homeView(root, ctx) {
     sidebar.append(drawSidebar(categoryTree(categories), filters));
     count.textContent = "";
     grid.replaceWith(
-      h(
-        "div",
-        { class: "empty" },
-        h("h2", {}, "No products to show"),
-        h("p", {}, "The shop could not list products for these filters."),
-        h("a", { class: "btn", href: "#/" }, "Show all products"),
-      ),
+      emptyState("No products to show", "The shop could not list products for these filters.", { href: "#/", label: "Show all products", primary: false }),
     );
     return;
   }
@@ -113,13 +107,7 @@ export async function homeView(root, ctx) {
   grid.replaceChildren(...page.items.map((product) => productCard(product, tree)));
   if (!page.items.length) {
     grid.replaceWith(
-      h(
-        "div",
-        { class: "empty" },
-        h("h2", {}, "No products found"),
-        h("p", {}, "Try another search, or fewer filters."),
-        h("a", { class: "btn", href: "#/" }, "Show all products"),
-      ),
+      emptyState("No products found", "Try another search, or fewer filters.", { href: "#/", label: "Show all products", primary: false }),
     );
   }
   drawPager(pager, page.meta, filters);

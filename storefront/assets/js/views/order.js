@@ -3,7 +3,7 @@
 
 import { request } from "../api.js";
 import { forgetPaymentKeys, pay } from "../cart.js";
-import { busy, cents, dateTime, fromCents, h, money, statusBadge } from "../dom.js";
+import { busy, cents, dateTime, emptyState, fromCents, h, money, statusBadge } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { openEventStream } from "../sse.js";
 
@@ -27,13 +27,7 @@ export async function orderView(root, ctx) {
     if (error?.status !== 404) throw error;
     document.title = "Order not found · Shop";
     root.append(
-      h(
-        "div",
-        { class: "empty" },
-        h("h1", {}, "Order not found"),
-        h("p", {}, "There is no order of yours at this address."),
-        h("a", { class: "btn btn-primary", href: "#/orders" }, "Your orders"),
-      ),
+      emptyState("Order not found", "There is no order of yours at this address.", { href: "#/orders", label: "Your orders" }, { level: "h1" }),
     );
     return;
   }

@@ -1,7 +1,7 @@
 // Order history: the shopper's orders, newest first, a page at a time.
 
 import { pagination, request } from "../api.js";
-import { dateTime, h, money, statusBadge } from "../dom.js";
+import { dateTime, emptyState, h, money, statusBadge } from "../dom.js";
 import { link } from "../router.js";
 
 const PAGE_SIZE = 10;
@@ -15,13 +15,7 @@ export async function ordersView(root, ctx) {
   root.append(h("div", { class: "page-head" }, h("h1", {}, "Your orders"), meta.total ? h("p", { class: "muted" }, meta.total === 1 ? "1 order" : `${meta.total} orders`) : null));
   if (!orders.length) {
     root.append(
-      h(
-        "div",
-        { class: "empty" },
-        h("h2", {}, page > 1 ? "No orders on this page" : "No orders yet"),
-        h("p", {}, "What you order shows up here, with its status."),
-        h("a", { class: "btn btn-primary", href: "#/" }, "Start shopping"),
-      ),
+      emptyState(page > 1 ? "No orders on this page" : "No orders yet", "What you order shows up here, with its status.", { href: "#/", label: "Start shopping" }),
     );
     return;
   }

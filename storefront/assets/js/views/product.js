@@ -4,7 +4,7 @@
 import { isLoggedIn, pagination, request } from "../api.js";
 import { addToCart } from "../cart.js";
 import { categoryTree, getCategories, getProduct } from "../catalog.js";
-import { busy, date, h, icon, money, rating, stars, stockBadge, thumb } from "../dom.js";
+import { busy, date, emptyState, h, icon, money, rating, stars, stockBadge, thumb } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { link, loginThen } from "../router.js";
 
@@ -15,11 +15,17 @@ export async function addToWishlist(productId) {
   toast("Added to your wishlist.", { href: "#/wishlist", text: "View wishlist" });
 }
 
+function notFound(root) {
+  document.title = "Not found · Shop";
+  root.append(
+    emptyState("Product not found", "It may have been taken off the shop.", { href: "#/", label: "Back to the shop" }, { level: "h1" }),
+  );
+}
+
 export async function productView(root, ctx) {
   const id = Number(ctx.params.id);
   if (!Number.isInteger(id) || id < 1) {
-    document.title = "Not found · Shop";
-    root.append(h("div", { class: "empty" }, h("h1", {}, "Product not found"), h("a", { class: "btn", href: "#/" }, "Back to the shop")));
+    notFound(root);
     return;
   }
   let product;
@@ -28,16 +34,7 @@ export async function productView(root, ctx) {
     [product, categories] = await Promise.all([getProduct(id, { fresh: true }), getCategories().catch(() => [])]);
   } catch (error) {
     if (error?.status !== 404) throw error;
-    document.title = "Not found · Shop";
-    root.append(
-      h(
-        "div",
-        { class: "empty" },
-        h("h1", {}, "Product not found"),
-        h("p", {}, "It may have been taken off the shop."),
-        h("a", { class: "btn btn-primary", href: "#/" }, "Back to the shop"),
-      ),
-    );
+    notFound(root);
     return;
   }
   if (!ctx.active) return;

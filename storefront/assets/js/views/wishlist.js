@@ -4,7 +4,7 @@
 import { request } from "../api.js";
 import { addToCart } from "../cart.js";
 import { findProduct } from "../catalog.js";
-import { busy, h, icon, money, stockBadge, thumb } from "../dom.js";
+import { busy, emptyState, h, icon, money, stockBadge, thumb } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { rerender } from "../router.js";
 
@@ -16,13 +16,7 @@ export async function wishlistView(root, ctx) {
   root.append(h("div", { class: "page-head" }, h("h1", {}, "Wishlist")));
   if (!data.items.length) {
     root.append(
-      h(
-        "div",
-        { class: "empty" },
-        h("h2", {}, "Your wishlist is empty"),
-        h("p", {}, "Press “Add to wishlist” on a product to keep it here."),
-        h("a", { class: "btn btn-primary", href: "#/" }, "Browse products"),
-      ),
+      emptyState("Your wishlist is empty", "Press “Add to wishlist” on a product to keep it here.", { href: "#/", label: "Browse products" }),
     );
     return;
   }
