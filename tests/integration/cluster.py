@@ -75,8 +75,27 @@ class Cluster:
             host="127.0.0.1", port=port, user="postgres", dbname="ecommerce", connect_timeout=3
         )
 
-    def primary(self):
-        return self.connect(int(self.leader()["port"]))
+    def primary(self, seconds: float = 30):
+        """A connection to the primary. Just after a failover, a member's view of the cluster may
+        still name the old leader for a moment (its leader key lives until its TTL): ask again
+        until the named leader accepts a connection and is not in recovery."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                connection = self.connect(int(self.leader()["port"]))
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_is_in_recovery()")
+                    in_recovery = cursor.fetchone()[0]
+                connection.rollback()  # handed back outside a transaction (callers set autocommit)
+                if not in_recovery:
+                    return connection
+                connection.close()
+                problem = "the named leader is still in recovery"
+            except (psycopg2.OperationalError, AssertionError) as error:
+                problem = str(error)
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no primary accepted a connection within {seconds}s: {problem}")
+            time.sleep(0.5)
 
     def pid_of(self, process: str) -> int:
         """The PID scripts/patroni.sh recorded for ``process`` (etcd, node1, ...)."""
