@@ -266,7 +266,6 @@ def test_an_order_stream_ends_when_its_access_token_expires(make_instance, shop)
     try:
         assert reader.next()["data"]["order_status"] == "pending"
         assert reader.next(timeout=5.0) == {"closed": True}
-        assert reader.last_at is not None
     finally:
         reader.close()
 

@@ -93,7 +93,6 @@ class Hub:
         self._subs: dict[tuple[str, int], set[Subscription]] = {}
         self._count = 0
         self._next_delivery: dict[tuple[str, int], float] = {}
-        self._delivered_at: dict[tuple[str, int], float] = {}
         self._scheduled: set[tuple[str, int]] = set()
         self._started = False
         self._subscribed = threading.Event()  # the Redis subscription is confirmed
@@ -130,7 +129,6 @@ class Hub:
             if not subs:
                 del self._subs[(sub.kind, sub.key)]
                 self._next_delivery.pop((sub.kind, sub.key), None)
-                self._delivered_at.pop((sub.kind, sub.key), None)
         STREAMS_OPEN.labels(sub.kind).dec()
 
     def open_streams(self) -> int:
@@ -158,10 +156,11 @@ class Hub:
         the commit and the publish) leaves a stock stream behind by one heartbeat at most, and
         a crowd of streams on one product still costs one read per heartbeat."""
         with self._lock:
-            if time.monotonic() - self._delivered_at.get((kind, key), 0.0) < older_than:
+            # The last delivery was one interval before the next one may be.
+            next_delivery = self._next_delivery.get((kind, key))
+            if next_delivery is not None and time.monotonic() - (next_delivery - self.interval) < older_than:
                 return
-            self._delivered_at[(kind, key)] = time.monotonic()  # this refresh is the delivery
-        self._schedule_shared(kind, key)
+        self._schedule_shared(kind, key)  # many idle streams at once: one delivery is scheduled
 
     def _schedule_shared(self, kind: str, key: int) -> None:
         with self._lock:
@@ -177,7 +176,6 @@ class Hub:
         with self._lock:
             self._scheduled.discard((kind, key))
             self._next_delivery[(kind, key)] = time.monotonic() + self.interval
-            self._delivered_at[(kind, key)] = time.monotonic()
             subs = list(self._subs.get((kind, key), ()))
         if not subs:
             return

@@ -153,6 +153,22 @@ export async function busy(button, work) {
 }
 
 /**
+ * A form field: ``control`` (an input, select or textarea with an id) under its label, and a
+ * hint below it that a screen reader reads with the control (``aria-describedby``).
+ */
+export function labelled(control, label, hint = null, fieldClass = "field") {
+  const hintId = hint ? `${control.id}-hint` : null;
+  if (hintId) control.setAttribute("aria-describedby", hintId);
+  return h(
+    "div",
+    { class: fieldClass },
+    h("label", { for: control.id }, label),
+    control,
+    hint ? h("p", { class: "hint", id: hintId }, hint) : null,
+  );
+}
+
+/**
  * The "nothing here" panel: a heading (``level: "h1"`` when it is the page's own), a sentence,
  * and one way on (``action: {href, label, primary}``).
  */

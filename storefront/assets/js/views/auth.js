@@ -4,7 +4,7 @@
 
 import { isLoggedIn, login, register } from "../api.js";
 import { mergeGuestCart } from "../cart.js";
-import { busy, h } from "../dom.js";
+import { busy, h, labelled } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { link, navigate, takeAfterLogin } from "../router.js";
 
@@ -15,14 +15,7 @@ function safeNext(query) {
 }
 
 function field(id, label, attributes, hint = null) {
-  const input = h("input", { id, name: id, required: true, ...attributes, "aria-describedby": hint ? `${id}-hint` : null });
-  return h(
-    "div",
-    { class: "field" },
-    h("label", { for: id }, label),
-    input,
-    hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null,
-  );
+  return labelled(h("input", { id, name: id, required: true, ...attributes }), label, hint);
 }
 
 async function afterLogin(next) {
@@ -49,87 +42,79 @@ function lead(next) {
   return "Welcome back.";
 }
 
-export async function loginView(root, ctx) {
+/**
+ * The page both views share: a heading, a sentence, the form (its fields, one button), and a
+ * link to the other page with the same ``next``. ``send(fields)`` logs in; throwing shows the
+ * error and keeps the shopper here.
+ */
+function authPage(root, ctx, { title, lead: sentence, fields, button, send, onError, other }) {
   const next = safeNext(ctx.query);
-  document.title = "Log in · Shop";
+  document.title = `${title} · Shop`;
   if (isLoggedIn()) {
     navigate(next, { replace: true });
     return;
   }
-  const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, "Log in");
-  const form = h(
-    "form",
-    { class: "panel stack", novalidate: false },
-    field("username", "Username", { type: "text", autocomplete: "username", autocapitalize: "none", spellcheck: "false", maxlength: "254" }, "Your username or your email."),
-    field("password", "Password", { type: "password", autocomplete: "current-password", maxlength: "1024" }),
-    submit,
-  );
+  const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, button);
+  const form = h("form", { class: "panel stack" }, fields, submit);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     busy(submit, async () => {
       try {
-        await login(form.elements.username.value.trim(), form.elements.password.value);
+        await send(form.elements);
       } catch (error) {
         showError(error);
-        form.elements.password.select();
+        onError?.(form.elements);
         return;
       }
       await afterLogin(next);
     });
   });
+  const otherLink = h("a", { href: `#${link(other.path, { next: next === "/" ? null : next })}` }, other.label);
   root.append(
     h(
       "div",
       { class: "auth" },
-      h("h1", {}, "Log in"),
-      h("p", { class: "lead" }, lead(next)),
+      h("h1", {}, title),
+      h("p", { class: "lead" }, typeof sentence === "function" ? sentence(next) : sentence),
       form,
-      h("p", { class: "switch" }, "New here? ", h("a", { href: `#${link("/register", { next: next === "/" ? null : next })}` }, "Create an account")),
+      h("p", { class: "switch" }, other.question, " ", otherLink),
     ),
   );
 }
 
-export async function registerView(root, ctx) {
-  const next = safeNext(ctx.query);
-  document.title = "Create an account · Shop";
-  if (isLoggedIn()) {
-    navigate(next, { replace: true });
-    return;
-  }
-  const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, "Register");
-  const form = h(
-    "form",
-    { class: "panel stack" },
-    field("username", "Username", { type: "text", autocomplete: "username", autocapitalize: "none", spellcheck: "false", maxlength: "80" }),
-    field("email", "Email", { type: "email", autocomplete: "email", maxlength: "254" }),
-    field("password", "Password", { type: "password", autocomplete: "new-password", minlength: "8", maxlength: "1024" }, "At least 8 characters."),
-    submit,
-  );
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    busy(submit, async () => {
-      try {
-        await register({
-          username: form.elements.username.value.trim(),
-          email: form.elements.email.value.trim(),
-          password: form.elements.password.value,
-        });
-      } catch (error) {
-        showError(error);
-        return;
-      }
-      toast("Welcome! Your account is ready.");
-      await afterLogin(next);
-    });
+export async function loginView(root, ctx) {
+  authPage(root, ctx, {
+    title: "Log in",
+    lead,
+    fields: [
+      field("username", "Username", { type: "text", autocomplete: "username", autocapitalize: "none", spellcheck: "false", maxlength: "254" }, "Your username or your email."),
+      field("password", "Password", { type: "password", autocomplete: "current-password", maxlength: "1024" }),
+    ],
+    button: "Log in",
+    send: (fields) => login(fields.username.value.trim(), fields.password.value),
+    onError: (fields) => fields.password.select(),
+    other: { question: "New here?", path: "/register", label: "Create an account" },
   });
-  root.append(
-    h(
-      "div",
-      { class: "auth" },
-      h("h1", {}, "Create an account"),
-      h("p", { class: "lead" }, "An account keeps your cart, your wishlist and your orders."),
-      form,
-      h("p", { class: "switch" }, "Already have an account? ", h("a", { href: `#${link("/login", { next: next === "/" ? null : next })}` }, "Log in")),
-    ),
-  );
+}
+
+export async function registerView(root, ctx) {
+  authPage(root, ctx, {
+    title: "Create an account",
+    lead: "An account keeps your cart, your wishlist and your orders.",
+    fields: [
+      field("username", "Username", { type: "text", autocomplete: "username", autocapitalize: "none", spellcheck: "false", maxlength: "80" }),
+      field("email", "Email", { type: "email", autocomplete: "email", maxlength: "254" }),
+      field("password", "Password", { type: "password", autocomplete: "new-password", minlength: "8", maxlength: "1024" }, "At least 8 characters."),
+    ],
+    button: "Register",
+    async send(fields) {
+      await register({
+        username: fields.username.value.trim(),
+        email: fields.email.value.trim(),
+        password: fields.password.value,
+      });
+      toast("Welcome! Your account is ready.");
+    },
+    other: { question: "Already have an account?", path: "/login", label: "Log in" },
+  });
 }

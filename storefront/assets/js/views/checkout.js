@@ -3,7 +3,7 @@
 // twice while it is sent: a double click or a retry after a lost answer makes one order.
 
 import { loadCart, placeOrder } from "../cart.js";
-import { busy, emptyState, h, icon, money, thumb } from "../dom.js";
+import { busy, emptyState, h, icon, labelled, money, thumb } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { navigate, rerender } from "../router.js";
 
@@ -20,20 +20,14 @@ export async function checkoutView(root, ctx) {
     return;
   }
 
-  const address = h("textarea", { id: "shipping-address", name: "shipping_address", maxlength: "1000", rows: "3", autocomplete: "street-address", "aria-describedby": "shipping-address-hint" });
+  const address = h("textarea", { id: "shipping-address", name: "shipping_address", maxlength: "1000", rows: "3", autocomplete: "street-address" });
   const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, icon("lock"), "Place order");
   const form = h(
     "form",
     { class: "summary panel", "aria-labelledby": "order-summary-heading" },
     h("h2", { id: "order-summary-heading" }, "Your order"),
     h("div", { class: "summary-row total" }, h("span", {}, "Total"), h("span", {}, money(cart.total))),
-    h(
-      "div",
-      { class: "field" },
-      h("label", { for: "shipping-address" }, "Shipping address"),
-      address,
-      h("p", { class: "hint", id: "shipping-address-hint" }, "Optional. Where the parcel goes."),
-    ),
+    labelled(address, "Shipping address", "Optional. Where the parcel goes."),
     submit,
     h("p", { class: "muted small" }, "You pay on the next page. Stock is held for you once the order is placed."),
   );

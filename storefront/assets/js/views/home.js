@@ -1,7 +1,7 @@
 // Home: the category tree, filters, sort, the product grid and its pages (X-Pagination).
 
 import { categoryTree, getCategories, listProducts } from "../catalog.js";
-import { emptyState, h, money, rating, stockBadge, thumb } from "../dom.js";
+import { emptyState, h, labelled, money, rating, stockBadge, thumb } from "../dom.js";
 import { showError } from "../notices.js";
 import { link, navigate } from "../router.js";
 
@@ -201,8 +201,8 @@ function drawSidebar(tree, filters) {
     h(
       "div",
       { class: "price-range" },
-      h("div", { class: "field" }, h("label", { for: "min-price" }, "Min price"), minPrice),
-      h("div", { class: "field" }, h("label", { for: "max-price" }, "Max price"), maxPrice),
+      labelled(minPrice, "Min price"),
+      labelled(maxPrice, "Max price"),
     ),
     h("div", { class: "field" }, h("label", { class: "check", for: "in-stock" }, inStock, "In stock only")),
     h(

@@ -3,7 +3,7 @@
 
 import { request } from "../api.js";
 import { forgetPaymentKeys, pay } from "../cart.js";
-import { busy, cents, dateTime, emptyState, fromCents, h, money, statusBadge } from "../dom.js";
+import { busy, cents, dateTime, emptyState, fromCents, h, labelled, money, statusBadge } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { openEventStream } from "../sse.js";
 
@@ -87,19 +87,13 @@ export async function orderView(root, ctx) {
       return;
     }
     if (paySlot.firstChild) return; // keep what the shopper typed
-    const token = h("input", { type: "text", id: "payment-token", name: "token", value: SANDBOX_TOKEN, autocomplete: "off", spellcheck: "false", "aria-describedby": "payment-token-hint", maxlength: "200" });
+    const token = h("input", { type: "text", id: "payment-token", name: "token", value: SANDBOX_TOKEN, autocomplete: "off", spellcheck: "false", maxlength: "200" });
     const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, "Pay");
     const form = h(
       "form",
       { class: "panel pay-form", "aria-labelledby": "pay-heading" },
       h("h2", { id: "pay-heading" }, `Pay ${money(order.total_amount)}`),
-      h(
-        "div",
-        { class: "field" },
-        h("label", { for: "payment-token" }, "Payment token"),
-        token,
-        h("p", { class: "hint", id: "payment-token-hint" }, "Sandbox card: tok_visa is approved, tok_decline is declined."),
-      ),
+      labelled(token, "Payment token", "Sandbox card: tok_visa is approved, tok_decline is declined."),
       submit,
     );
     form.addEventListener("submit", (event) => {

@@ -4,7 +4,7 @@
 import { isLoggedIn, pagination, request } from "../api.js";
 import { addToCart } from "../cart.js";
 import { categoryTree, getCategories, getProduct } from "../catalog.js";
-import { busy, date, emptyState, h, icon, money, rating, stars, stockBadge, thumb } from "../dom.js";
+import { busy, date, emptyState, h, icon, labelled, money, rating, stars, stockBadge, thumb } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { link, loginThen } from "../router.js";
 
@@ -151,7 +151,7 @@ export async function productView(root, ctx) {
         h(
           "div",
           { class: "actions" },
-          h("div", { class: "field qty" }, h("label", { for: "quantity" }, "Quantity"), quantity),
+          labelled(quantity, "Quantity", null, "field qty"),
         ),
         h("div", { class: "actions" }, addButton, wishButton),
         product.description ? h("div", { class: "description" }, product.description) : null,
@@ -246,8 +246,8 @@ function reviewForm(product, ctx, onPosted) {
     "form",
     { class: "review-form panel", "aria-labelledby": "review-form-heading" },
     h("h3", { id: "review-form-heading" }, "Write a review"),
-    h("div", { class: "field" }, h("label", { for: "review-rating" }, "Rating"), ratingSelect),
-    h("div", { class: "field" }, h("label", { for: "review-comment" }, "Your review"), comment),
+    labelled(ratingSelect, "Rating"),
+    labelled(comment, "Your review"),
     submit,
   );
   form.addEventListener("submit", (event) => {
