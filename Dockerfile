@@ -51,15 +51,16 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && rm /tmp/requirements.txt
 
 WORKDIR /app
-# The code belongs to root and is read-only for the app user; only instance/ is writable (the
-# sandbox payment ledger, and the mail folder when MAIL_SERVER is unset). Mount a volume there.
+# The code belongs to root and is read-only for the app user; only instance/ (the sandbox
+# payment ledger, and the mail folder when MAIL_SERVER is unset) and media/ (product pictures,
+# MEDIA_ROOT in docker-compose.yml) are writable. Mount a volume on each.
 COPY ecommerce/ ecommerce/
 COPY migrations/ migrations/
 COPY wsgi.py gunicorn.conf.py ./
 COPY docker/entrypoint.sh docker/
 RUN chmod 0755 docker/entrypoint.sh \
- && mkdir -p instance \
- && chown app:app instance
+ && mkdir -p instance media \
+ && chown app:app instance media
 
 USER app:app
 

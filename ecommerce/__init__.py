@@ -18,6 +18,7 @@ from ecommerce.core.db.engine import init_database
 from ecommerce.core.db.failover import dispatch_with_retry
 from ecommerce.core.events import init_events
 from ecommerce.core.logs import configure_logging
+from ecommerce.core.media import MEDIA_MAX_AGE, init_media
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
 from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
@@ -113,6 +114,7 @@ def register_extensions(app: Flask) -> None:
     init_gateway(app)
     configure_queue(app)
     init_events(app)
+    init_media(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -125,13 +127,30 @@ def register_blueprints(app: Flask) -> None:
         payments,
         products,
         reviews,
+        shipping,
         users,
         wishlists,
     )
 
-    for package in (health, auth, users, categories, products, reviews, carts, wishlists, orders, payments):
+    for package in (
+        health,
+        auth,
+        users,
+        categories,
+        products,
+        reviews,
+        carts,
+        wishlists,
+        orders,
+        payments,
+        shipping,
+    ):
         api.register_blueprint(package.blp)
     app.add_url_rule("/api/docs/assets/<path:filename>", "swagger_ui_assets", _swagger_ui_asset)
+    if app.config["SERVE_MEDIA"]:
+        # Product pictures from the local media storage (ecommerce/core/media/); nginx serves
+        # them itself in the stack.
+        app.add_url_rule("/media/<path:filename>", "media", _media_file)
     if app.config["SERVE_STOREFRONT"]:
         # The static shop at / (a client of the API like any other); nginx serves it in the stack.
         app.add_url_rule("/", "storefront", _storefront_page)
@@ -149,6 +168,14 @@ def _storefront_page():
 
 def _storefront_asset(filename: str):
     return send_from_directory(Path(current_app.config["STOREFRONT_DIR"]) / "assets", filename, max_age=300)
+
+
+def _media_file(filename: str):
+    # Names are content hashes: a file never changes under its name, so caches may keep it.
+    response = send_from_directory(current_app.config["MEDIA_ROOT"], filename, max_age=MEDIA_MAX_AGE)
+    response.cache_control.public = True
+    response.cache_control.immutable = True
+    return response
 
 
 def register_cli(app: Flask) -> None:

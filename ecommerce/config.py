@@ -134,6 +134,10 @@ class Config:
     CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ecommerce:")
     PRODUCT_CACHE_TIMEOUT = env_int("PRODUCT_CACHE_TIMEOUT", 300)
     PRODUCT_LIST_CACHE_TIMEOUT = env_int("PRODUCT_LIST_CACHE_TIMEOUT", 60)
+    # The shipping quote table of the whole carrier network: every write to a zone or a leg
+    # purges it after its commit, so it may be kept long; it expires only to bound the damage of
+    # a purge that failed.
+    SHIPPING_QUOTE_CACHE_TIMEOUT = env_int("SHIPPING_QUOTE_CACHE_TIMEOUT", 3600)
     # Each worker's own copy of hot catalog entries, invalidated by Redis (0 turns it off).
     LOCAL_CACHE_SECONDS = env_int("LOCAL_CACHE_SECONDS", 60)
     LOCAL_CACHE_MAX_ENTRIES = env_int("LOCAL_CACHE_MAX_ENTRIES", 10000)
@@ -197,6 +201,22 @@ class Config:
     STOREFRONT_DIR = env_str("STOREFRONT_DIR", str(PROJECT_ROOT / "storefront"))
     SERVE_STOREFRONT = env_bool("SERVE_STOREFRONT", True)
 
+    # Product pictures (ecommerce/core/media/): stored by MEDIA_STORAGE ("local": files under
+    # MEDIA_ROOT) and fetched by clients at MEDIA_URL + name (a CDN's address, or /media/,
+    # served by nginx in the stack and by the app when SERVE_MEDIA is on). An upload may be at
+    # most MEDIA_MAX_BYTES and MEDIA_MAX_PIXELS (checked before decoding); it is stored bounded
+    # to MEDIA_MAX_EDGE pixels a side, with a thumbnail of MEDIA_THUMBNAIL_EDGE, and a product
+    # holds at most MEDIA_MAX_IMAGES of them.
+    MEDIA_STORAGE = env_str("MEDIA_STORAGE", "local")
+    MEDIA_ROOT = env_str("MEDIA_ROOT", str(INSTANCE_DIR / "media"))
+    MEDIA_URL = env_str("MEDIA_URL", "/media/")
+    SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
+    MEDIA_MAX_BYTES = env_int("MEDIA_MAX_BYTES", 10 * 1024 * 1024)
+    MEDIA_MAX_PIXELS = env_int("MEDIA_MAX_PIXELS", 40_000_000)
+    MEDIA_MAX_EDGE = env_int("MEDIA_MAX_EDGE", 2048)
+    MEDIA_THUMBNAIL_EDGE = env_int("MEDIA_THUMBNAIL_EDGE", 400)
+    MEDIA_MAX_IMAGES = env_int("MEDIA_MAX_IMAGES", 12)
+
     # HTTP
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     CORS_ORIGINS = [o.strip() for o in (env_str("CORS_ORIGINS", "") or "").split(",") if o.strip()]
@@ -245,6 +265,7 @@ class TestingConfig(Config):
     SANDBOX_GATEWAY_PATH = env_str("TEST_SANDBOX_GATEWAY_PATH", "/tmp/ecommerce-test-sandbox-gateway.db")
     MAIL_SERVER = None
     MAIL_FOLDER = env_str("TEST_MAIL_FOLDER", "/tmp/ecommerce-test-mail")
+    MEDIA_ROOT = env_str("TEST_MEDIA_ROOT", "/tmp/ecommerce-test-media")
     # Cheap hashes keep the suite fast; production keeps argon2's defaults.
     PASSWORD_HASH_TIME_COST = 1
     PASSWORD_HASH_MEMORY_KIB = 1024

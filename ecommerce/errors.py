@@ -92,6 +92,11 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported media type"
+
+
 class InsufficientStock(Conflict):
     title = "Insufficient stock"
 

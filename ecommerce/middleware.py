@@ -13,10 +13,11 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt_identity
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ecommerce.core.blueprint import UPLOAD_LIMIT_SETTING
 from ecommerce.errors import problem
 
 access_log = logging.getLogger("ecommerce.access")
@@ -53,9 +54,31 @@ def _assign_request_id() -> None:
     g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
 
+def _upload_limit_setting() -> str | None:
+    """The body-limit setting of the view this request goes to, when it takes an upload
+    (``Blueprint.upload``), else None."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    handler = getattr(getattr(view, "view_class", None), request.method.lower(), None)
+    return getattr(handler, UPLOAD_LIMIT_SETTING, None)
+
+
+def _check_upload(setting: str) -> Response | None:
+    limit = current_app.config[setting]
+    # werkzeug stops reading a body (chunked ones too) at this limit: 413, not a cut file.
+    request.max_content_length = limit
+    if request.content_length is not None and request.content_length > limit:
+        return problem(413, f"The file exceeds {limit} bytes.")
+    if request.mimetype != "multipart/form-data":
+        return problem(415, "Send the file as multipart/form-data, in a field named file.")
+    return None
+
+
 def _check_body() -> Response | None:
     if request.method not in _BODY_METHODS:
         return None
+    upload_setting = _upload_limit_setting()
+    if upload_setting is not None:
+        return _check_upload(upload_setting)
     length = request.content_length
     limit = request.max_content_length
     if length is not None and limit is not None and length > limit:

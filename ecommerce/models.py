@@ -7,8 +7,9 @@ from ecommerce.categories.models import Category
 from ecommerce.core.idempotency import IdempotencyKey
 from ecommerce.orders.models import Order, OrderEmail, OrderEvent, OrderItem
 from ecommerce.payments.models import Payment
-from ecommerce.products.models import Product
+from ecommerce.products.models import Product, ProductImage
 from ecommerce.reviews.models import Review
+from ecommerce.shipping.models import ShippingLeg, ShippingZone
 from ecommerce.users.models import User
 from ecommerce.wishlists.models import Wishlist, WishlistItem
 
@@ -23,7 +24,10 @@ __all__ = [
     "OrderItem",
     "Payment",
     "Product",
+    "ProductImage",
     "Review",
+    "ShippingLeg",
+    "ShippingZone",
     "ShoppingCart",
     "User",
     "Wishlist",

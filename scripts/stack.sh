@@ -136,7 +136,7 @@ ensure_packages() {
 render() {
   awk -v ports="$STACK_APP_PORTS" -v listen="$STACK_PORT" -v worker="$STACK_WORKER_METRICS_PORT" \
     -v prom="$STACK_PROMETHEUS_PORT" -v rules="$ROOT/prometheus/alerts.yml" \
-    -v read_timeout="$STACK_PROXY_READ_TIMEOUT" -v storefront="$ROOT/storefront" '
+    -v read_timeout="$STACK_PROXY_READ_TIMEOUT" -v storefront="$ROOT/storefront" -v media="$MEDIA_ROOT" '
     function swap(line, from, to,   at) {
       at = index(line, from)
       return at ? substr(line, 1, at - 1) to substr(line, at + length(from)) : line
@@ -160,6 +160,7 @@ render() {
       else if (what == "rules") line = swap(line, "prometheus/alerts.yml", rules)
       else if (what == "read_timeout") line = swap(line, "35s", read_timeout "s")
       else if (what == "storefront") line = swap(line, "root storefront;", "root " storefront ";")
+      else if (what == "media") line = swap(line, "alias media/;", "alias " media "/;")
       print line
     }' "$1" >"$2"
 }
@@ -199,6 +200,9 @@ up() {
   # The payment sandbox's ledger and the emails (without MAIL_SERVER) of this stack, not make run's.
   export SANDBOX_GATEWAY_PATH=${SANDBOX_GATEWAY_PATH:-$STACK_DIR/sandbox_gateway.db}
   export MAIL_FOLDER=${MAIL_FOLDER:-$STACK_DIR/mail}
+  # Product pictures: written by the instances, served by nginx itself (alias in nginx.conf).
+  export MEDIA_ROOT=${MEDIA_ROOT:-$STACK_DIR/media}
+  mkdir -p "$MEDIA_ROOT"
 
   render nginx.conf "$STACK_DIR/nginx.conf"
   if ((EUID == 0)); then

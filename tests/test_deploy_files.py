@@ -245,6 +245,9 @@ def test_only_the_entry_points_are_published_and_the_tools_on_loopback():
 def test_nginx_in_compose_balances_every_instance_with_least_conn():
     nginx = services()["nginx"]
     assert mounts(nginx) == {"/etc/nginx/nginx.conf": "docker/nginx.conf", "/srv/storefront": "storefront"}
+    # The pictures the instances write, on the volume they write them to.
+    assert "media:/srv/media:ro" in nginx["volumes"]
+    assert all("media:/app/media" in services()[name]["volumes"] for name in web_instances())
     roots = {d[1][0] for d in nginx_lines_flat(nginx_parse(DOCKER_NGINX.read_text())) if d[0] == "root"}
     assert roots == {"/srv/storefront"}  # the storefront, served from its mount
     assert set(nginx["depends_on"]) == set(web_instances())
@@ -736,6 +739,7 @@ PATH_DIRECTIVES = {
     "scgi_temp_path",
     "proxy_cache_path",
     "root",  # the storefront's files: the repository on a host, a mounted folder in compose
+    "alias",  # the media files: MEDIA_ROOT on a host, the media volume in compose
 }
 
 

@@ -1,5 +1,5 @@
-"""Housekeeping of stored state: ``flask cache clear``, ``flask auth purge-sessions`` and
-``flask idempotency purge``."""
+"""Housekeeping of stored state: ``flask cache clear``, ``flask auth purge-sessions``,
+``flask idempotency purge`` and ``flask media prune``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from flask.cli import with_appcontext
 from ecommerce.auth.services import purge_expired_logins
 from ecommerce.core.cache.store import clear_all
 from ecommerce.core.idempotency import purge_expired
+from ecommerce.products.images import prune_media
 
 IN_PROCESS_CACHE_TYPES = (None, "SimpleCache")
 
@@ -50,3 +51,19 @@ def purge_sessions_command(older_than_days: int) -> None:
 def idempotency_purge_command() -> None:
     """Delete Idempotency-Key records older than their 24-hour retention."""
     click.echo(f"Removed {purge_expired()} expired Idempotency-Key records.")
+
+
+@click.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Spare files written less than this many seconds ago (uploads still in flight).",
+)
+@with_appcontext
+def media_prune_command(older_than: int) -> None:
+    """Delete stored media files that no product picture names any more."""
+    counts = prune_media(older_than)
+    click.echo(f"Removed {counts['removed']} media files; kept {counts['kept']}.")

@@ -1,5 +1,6 @@
-"""``flask seed``: a demo catalog (a category tree, products, customers and their reviews) and,
-with ``--load-*``, the load-test data of load_data.py.
+"""``flask seed``: a demo catalog (a category tree, products with pictures, customers and their
+reviews, a carrier network to ship with) and, with ``--load-*``, the load-test data of
+load_data.py.
 
 Every step tops up to the counts given, so running it again adds nothing twice. Products and
 reviews are written with multi-row INSERTs in chunks; when they change, the catalog cache on
@@ -21,6 +22,8 @@ from sqlalchemy import func, insert, select, text
 
 from ecommerce.auth.services import hash_password
 from ecommerce.categories.models import Category
+from ecommerce.cli.demo_network import seed_network
+from ecommerce.cli.demo_pictures import seed_pictures
 from ecommerce.cli.load_data import ensure_load_customers, ensure_load_orders, write_load_csvs
 from ecommerce.core.cache.store import clear_all
 from ecommerce.core.models import utcnow
@@ -187,6 +190,13 @@ def _seed_reviews(customer_ids: list[int], products: int) -> int:
 @click.option(
     "--products", default=1000, show_default=True, help="Bring the catalog up to this many products."
 )
+@click.option(
+    "--pictures",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Bring the products with pictures up to this many (the first ones; drawn, not downloaded).",
+)
 @click.option("--customers", default=5, show_default=True, help="Demo customers customer1..N.")
 @click.option("--customer-password", default="password123", show_default=True)
 @click.option("--roots", default=6, show_default=True, help="Top-level categories.")
@@ -220,6 +230,7 @@ def _seed_reviews(customer_ids: list[int], products: int) -> int:
 )
 def seed_command(
     products,
+    pictures,
     customers,
     customer_password,
     roots,
@@ -245,10 +256,13 @@ def seed_command(
     reviews = _seed_reviews(customer_ids, products)
     if added or reviews:
         clear_all()
+    new_pictures = seed_pictures(pictures)  # purges what it changes, as an upload does
+    zones, legs = seed_network()
     total_categories = db.session.scalar(select(func.count()).select_from(Category))
     click.echo(
-        f"Seeded: {total_categories} categories, {added} new products, "
-        f"{len(customer_ids)} customers, {reviews} reviews in {time.perf_counter() - started:.1f}s"
+        f"Seeded: {total_categories} categories, {added} new products, {new_pictures} new pictures, "
+        f"{len(customer_ids)} customers, {reviews} reviews, {zones} shipping zones and {legs} legs "
+        f"in {time.perf_counter() - started:.1f}s"
     )
     # An explicit --load-password alone still moves every load customer onto it.
     password_given = (

@@ -40,6 +40,9 @@ BODY_ERRORS = (
 
 
 _SHAPE = "_ecommerce_response_shape"  # on a view function: its success status and schema
+# On a view function that takes a multipart/form-data upload: the setting of its body limit
+# (middleware.py reads it before the body is).
+UPLOAD_LIMIT_SETTING = "_ecommerce_upload_limit_setting"
 
 
 class SharedSchemaParser(FlaskParser):
@@ -97,6 +100,24 @@ class Blueprint(flask_smorest.Blueprint):
             for status, description in BODY_ERRORS:
                 func = self.alt_response(status, description=description)(func)
             return func
+
+        return decorator
+
+    def upload(self, schema: Any, *, max_bytes_setting: str) -> Callable:
+        """Parse a ``multipart/form-data`` body into ``schema`` (its file fields), as the only
+        body this view takes: middleware.py lets it through instead of asking for JSON, and
+        refuses it with 413 above the ``max_bytes_setting`` setting rather than
+        MAX_CONTENT_LENGTH."""
+        parse = super().arguments(resolve_schema_instance(schema), location="files")
+
+        def decorator(func: Callable) -> Callable:
+            func = parse(func)
+            setattr(func, UPLOAD_LIMIT_SETTING, max_bytes_setting)
+            func = self.alt_response(400, description="The body is not valid multipart/form-data")(func)
+            func = self.alt_response(413, description=f"The file is larger than {max_bytes_setting}")(func)
+            return self.alt_response(415, description="Not multipart/form-data, or not a supported file")(
+                func
+            )
 
         return decorator
 

@@ -21,6 +21,8 @@ Concurrency design (docs/db_optimization.md, "Checkout"):
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
@@ -40,6 +42,7 @@ from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderItem, OrderStatus
 from ecommerce.orders.services import count_transition, record_transition
 from ecommerce.products.models import Product
+from ecommerce.shipping.services import choose_shipping
 from ecommerce.users.models import User
 
 ORDERS_PLACED = Counter("ecommerce_orders_placed_total", "Orders placed by checkout")
@@ -96,8 +99,10 @@ taken AS (
     RETURNING products.id, products.name, products.price, wanted.quantity
 ),
 placed AS (
-    INSERT INTO orders (user_id, order_status, total_amount, shipping_address, created_at, updated_at)
-    SELECT :user_id, :pending, sum(price * quantity), :address, :now, :now
+    INSERT INTO orders (user_id, order_status, total_amount, shipping_address, shipping_method,
+                        shipping_cost, shipping_route, created_at, updated_at)
+    SELECT :user_id, :pending, sum(price * quantity) + :shipping_cost, :address, :shipping_method,
+           :shipping_cost, CAST(:shipping_route AS json), :now, :now
     FROM taken
     RETURNING id
 ),
@@ -120,20 +125,34 @@ SELECT placed.id, (SELECT count(*) FROM taken) AS lines FROM placed
 _ORDER_WRITES = ("cart_items", "products", "orders", "order_items", "order_events", "users")
 
 
+@dataclass(frozen=True)
+class Shipping:
+    """How the order travels: a snapshot of the quote taken at checkout."""
+
+    address: str = ""
+    method: str | None = None
+    cost: Decimal = Decimal("0.00")
+    route: list[str] | None = None
+
+
+NO_SHIPPING = Shipping()
+
+
 def place_order(user: User, data: dict[str, Any]) -> Order:
     """Turn the user's whole cart into a pending order, in one transaction.
 
     On PostgreSQL the checkout is two statements: one takes the cart and locks its products,
     the other writes the order. The product locks, the only ones buyers contend for, are held
     for the fewest round trips: the second statement, the stored Idempotency-Key response (if
-    any) and the commit.
+    any) and the commit. The shipping quote (a cached table) is chosen before any of it: an
+    unreachable destination is refused with nothing locked and nothing sold.
     """
     session = db.session
-    address = data.get("shipping_address", "")
+    shipping = _shipping_of(data)
     if session.get_bind().dialect.name == "postgresql":
-        order = _check_out_in_two_statements(session, user, address)
+        order = _check_out_in_two_statements(session, user, shipping)
     else:
-        order = _check_out_step_by_step(session, user, address)
+        order = _check_out_step_by_step(session, user, shipping)
     for item in order.items:
         invalidate_product(session, item.product_id)
         notify_after_commit(session, "product", item.product_id)  # its stock moved
@@ -141,6 +160,14 @@ def place_order(user: User, data: dict[str, Any]) -> Order:
     session.commit()
     ORDERS_PLACED.inc()
     return order
+
+
+def _shipping_of(data: dict[str, Any]) -> Shipping:
+    address = data.get("shipping_address", "")
+    if "shipping" not in data:
+        return Shipping(address=address)
+    choice = choose_shipping(data["shipping"]["to"], data["shipping"]["method"])
+    return Shipping(address, choice["method"], choice["cost"], list(choice["route"]))
 
 
 def _refuse_empty_cart() -> NoReturn:
@@ -176,7 +203,7 @@ def _short_line(item: dict[str, Any]) -> str:
     return f"{item['name']} ({left}, {item['requested']} in the cart)"
 
 
-def _check_out_in_two_statements(session: Session, user: User, address: str) -> Order:
+def _check_out_in_two_statements(session: Session, user: User, shipping: Shipping) -> Order:
     rows = session.execute(_TAKE_CART, {"user_id": user.id}).all()
     if not rows:
         _refuse_empty_cart()
@@ -194,7 +221,10 @@ def _check_out_in_two_statements(session: Session, user: User, address: str) -> 
             "quantities": list(wanted.values()),
             "user_id": user.id,
             "pending": OrderStatus.PENDING.value,
-            "address": address,
+            "address": shipping.address,
+            "shipping_method": shipping.method,
+            "shipping_cost": shipping.cost,
+            "shipping_route": None if shipping.route is None else json.dumps(shipping.route),
             "now": now,
             "note": "placed",
         },
@@ -218,15 +248,15 @@ def _check_out_in_two_statements(session: Session, user: User, address: str) -> 
         id=order_id,
         user_id=user.id,
         order_status=OrderStatus.PENDING,
-        total_amount=_total(items),
-        shipping_address=address,
+        total_amount=_total(items, shipping),
+        **_shipping_columns(shipping),
         created_at=now,
         updated_at=now,
         items=items,
     )
 
 
-def _check_out_step_by_step(session: Session, user: User, address: str) -> Order:
+def _check_out_step_by_step(session: Session, user: User, shipping: Shipping) -> Order:
     """The same checkout in single steps (SQLite, the embedded default: no row locks there,
     a write locks the whole database)."""
     cart_id = cart_id_of(user)
@@ -278,8 +308,8 @@ def _check_out_step_by_step(session: Session, user: User, address: str) -> Order
     order = Order(
         user_id=user.id,
         order_status=OrderStatus.PENDING,
-        shipping_address=address,
-        total_amount=_total(items),
+        total_amount=_total(items, shipping),
+        **_shipping_columns(shipping),
         items=items,
     )
     session.add(order)
@@ -288,5 +318,15 @@ def _check_out_step_by_step(session: Session, user: User, address: str) -> Order
     return order
 
 
-def _total(items: list[OrderItem]) -> Decimal:
-    return sum((item.price * item.quantity for item in items), Decimal("0")).quantize(CENT)
+def _shipping_columns(shipping: Shipping) -> dict[str, Any]:
+    return {
+        "shipping_address": shipping.address,
+        "shipping_method": shipping.method,
+        "shipping_cost": shipping.cost,
+        "shipping_route": shipping.route,
+    }
+
+
+def _total(items: list[OrderItem], shipping: Shipping) -> Decimal:
+    lines = sum((item.price * item.quantity for item in items), Decimal("0"))
+    return (lines + shipping.cost).quantize(CENT)

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    JSON,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -61,6 +62,13 @@ class Order(IdMixin, TimestampMixin, db.Model):
     )
     total_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
     shipping_address: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    # The shipping chosen at checkout (a snapshot of the quote: a later change of the carrier
+    # network changes no order). None / 0.00 / None: an order placed without shipping.
+    shipping_method: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    shipping_cost: Mapped[Decimal] = mapped_column(
+        Numeric(12, 2), nullable=False, default=Decimal("0.00"), server_default="0"
+    )
+    shipping_route: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     items = relationship("OrderItem", order_by="OrderItem.id", cascade="all, delete-orphan")
     payments = relationship("Payment", order_by="Payment.id", viewonly=True)
@@ -71,6 +79,7 @@ class Order(IdMixin, TimestampMixin, db.Model):
 
     __table_args__ = (
         CheckConstraint("total_amount >= 0", name="total_non_negative"),
+        CheckConstraint("shipping_cost >= 0", name="shipping_cost_non_negative"),
         # a user's orders, newest first (id breaks ties, so a page reads only its rows)
         Index("ix_orders_user_id_created_at_id", "user_id", db.text("created_at DESC"), db.text("id DESC")),
         # the admin's status filter, newest first

@@ -36,8 +36,20 @@ class OrderSchema(Schema):
     id = fields.Integer(dump_only=True)
     user_id = fields.Integer(dump_only=True)
     order_status = fields.Enum(OrderStatus, by_value=True, dump_only=True)
-    total_amount = Money(dump_only=True)
+    total_amount = Money(dump_only=True, metadata={"description": "the lines plus shipping_cost"})
     shipping_address = fields.String(dump_only=True)
+    shipping_method = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "economy or express; null: no shipping chosen"},
+    )
+    shipping_cost = Money(dump_only=True)
+    shipping_route = fields.List(
+        fields.String(),
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "zone codes from the warehouse to the destination"},
+    )
     items = fields.List(fields.Nested(OrderItemSchema), dump_only=True)
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
@@ -48,8 +60,24 @@ class OrderDetailSchema(OrderSchema):
     events = fields.List(fields.Nested(OrderEventSchema), dump_only=True)
 
 
+SHIPPING_METHODS = ("economy", "express")
+
+
+class ShippingChoiceSchema(Schema):
+    to = fields.String(
+        required=True, validate=validate.Length(min=1, max=20), metadata={"description": "a zone code"}
+    )
+    method = fields.String(required=True, validate=validate.OneOf(SHIPPING_METHODS))
+
+
 class OrderCreateSchema(Schema):
     shipping_address = fields.String(load_default="", validate=validate.Length(max=1000))
+    shipping = fields.Nested(
+        ShippingChoiceSchema,
+        metadata={
+            "description": "ship to a zone by a method (GET /api/shipping/quote/); left out: no shipping"
+        },
+    )
 
 
 class OrderUpdateSchema(Schema):

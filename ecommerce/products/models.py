@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ecommerce.core.models import IdMixin, TimestampMixin
 from ecommerce.extensions import db
@@ -28,6 +28,14 @@ class Product(IdMixin, TimestampMixin, db.Model):
         Numeric(3, 2), nullable=False, default=Decimal("0"), server_default="0"
     )
 
+    # The main picture first. Lists load them for a whole page at once (selectinload).
+    images = relationship(
+        "ProductImage",
+        order_by="(ProductImage.position, ProductImage.id)",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
     __table_args__ = (
         CheckConstraint("price >= 0", name="price_non_negative"),
         CheckConstraint("stock_quantity >= 0", name="stock_non_negative"),
@@ -40,6 +48,34 @@ class Product(IdMixin, TimestampMixin, db.Model):
         Index("ix_products_name_id", "name", "id"),
         Index("ix_products_created_at_id", "created_at", "id"),
         Index("ix_products_rating_avg_id", "rating_avg", "id"),
+    )
+
+
+class ProductImage(IdMixin, TimestampMixin, db.Model):
+    """A picture of a product: the re-encoded file and its thumbnail, by their content-hashed
+    names in the media storage (ecommerce/core/media/). The files are not the database's: a
+    deleted row leaves its files to ``flask media prune``, which removes those no row names."""
+
+    __tablename__ = "product_images"
+
+    # CASCADE: the pictures go with their product.
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    file_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    thumbnail_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    thumbnail_width: Mapped[int] = mapped_column(Integer, nullable=False)
+    thumbnail_height: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("position >= 0", name="position_non_negative"),
+        CheckConstraint("width > 0 AND height > 0", name="size_positive"),
+        # a product's pictures in order (the detail, a list page's selectinload)
+        Index("ix_product_images_product_id_position", "product_id", "position"),
+        # prune: is a file still named by a row?
+        Index("ix_product_images_file_name", "file_name"),
+        Index("ix_product_images_thumbnail_name", "thumbnail_name"),
     )
 
 

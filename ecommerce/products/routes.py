@@ -5,8 +5,14 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from ecommerce.core.blueprint import Blueprint
-from ecommerce.products import events, services
-from ecommerce.products.schemas import ProductQueryArgsSchema, ProductSchema, ProductUpdateSchema
+from ecommerce.products import events, images, services
+from ecommerce.products.schemas import (
+    ProductImageUploadSchema,
+    ProductQueryArgsSchema,
+    ProductSchema,
+    ProductUpdateSchema,
+    UploadedImageSchema,
+)
 from ecommerce.users.models import Role
 
 blp = Blueprint("products", __name__, url_prefix="/api/products", description="Product catalog")
@@ -51,6 +57,27 @@ class ProductByIdView(MethodView):
     def delete(self, product_id):
         """Delete a product (admin)"""
         services.delete_product(product_id)
+
+
+@blp.route("/<int:product_id>/images/")
+class ProductImagesView(MethodView):
+    @blp.auth(role=Role.ADMIN)
+    @blp.upload(ProductImageUploadSchema, max_bytes_setting="MEDIA_MAX_BYTES")
+    @blp.response(201, UploadedImageSchema)
+    @blp.alt_response(409, description="The product has its most pictures")
+    @blp.alt_response(422, description="Not a whole picture, or more than MEDIA_MAX_PIXELS pixels")
+    def post(self, files, product_id):
+        """Add a picture to a product (admin): JPEG, PNG or WebP, re-encoded"""
+        return images.add_product_image(product_id, files["file"].read())
+
+
+@blp.route("/<int:product_id>/images/<int:image_id>/")
+class ProductImageByIdView(MethodView):
+    @blp.auth(role=Role.ADMIN)
+    @blp.response(204)
+    def delete(self, product_id, image_id):
+        """Remove a picture of a product (admin)"""
+        images.delete_product_image(product_id, image_id)
 
 
 @blp.route("/<int:product_id>/events/")

@@ -19,6 +19,36 @@ ID = validate.Range(min=1, max=2**31 - 1)
 SORTS = ("price", "-price", "name", "-name", "created_at", "-created_at", "-rating")
 
 
+def _media_url(name: str) -> str:
+    from ecommerce.core.media import media_storage
+
+    return media_storage().url(name)
+
+
+class ProductImageSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    url = fields.Function(lambda image: _media_url(image.file_name), metadata={"description": "the picture"})
+    thumbnail_url = fields.Function(lambda image: _media_url(image.thumbnail_name))
+    width = fields.Integer(dump_only=True)
+    height = fields.Integer(dump_only=True)
+    thumbnail_width = fields.Integer(dump_only=True)
+    thumbnail_height = fields.Integer(dump_only=True)
+    position = fields.Integer(dump_only=True, metadata={"description": "0 is the main picture"})
+
+
+class UploadedImageSchema(ProductImageSchema):
+    """A picture just uploaded, with the product it belongs to."""
+
+    product_id = fields.Integer(dump_only=True)
+
+
+class ProductImageUploadSchema(Schema):
+    file = fields.Raw(
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "a JPEG, PNG or WebP picture"},
+    )
+
+
 class ProductSchema(Schema):
     id = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=NAME)
@@ -28,6 +58,11 @@ class ProductSchema(Schema):
     category_id = fields.Integer(required=True, validate=ID, strict=True)
     rating_avg = Rating(dump_only=True)
     rating_count = fields.Integer(dump_only=True)
+    images = fields.List(
+        fields.Nested(ProductImageSchema),
+        dump_only=True,
+        metadata={"description": "the pictures, main picture first"},
+    )
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import Select, func, literal_column, or_, select
+from sqlalchemy.orm import selectinload
 
 from ecommerce.categories.models import Category
 from ecommerce.categories.services import descendant_ids
@@ -24,7 +25,7 @@ from ecommerce.core.db.replicas import CATALOG_SCOPE, read_from_replica
 from ecommerce.core.events import notify_after_commit
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
-from ecommerce.products.models import Product, search_document
+from ecommerce.products.models import Product, ProductImage, search_document
 
 SORT_COLUMNS = {
     "price": (Product.price.asc(), Product.id.asc()),
@@ -48,6 +49,7 @@ def get_product(product_id: int) -> Product:
 # A product read as a plain row: a cache miss needs no ORM object (identity map, instance
 # state), and the response schema dumps a row's attributes just the same.
 _DETAIL = select(Product.__table__)
+_IMAGES = select(ProductImage.__table__).order_by(ProductImage.position, ProductImage.id)
 
 
 def product_detail(product_id: int) -> CacheEntry:
@@ -58,7 +60,8 @@ def product_detail(product_id: int) -> CacheEntry:
         row = db.session.execute(_DETAIL.where(Product.__table__.c.id == product_id)).first()
         if row is None:
             raise NotFound("No such product.")
-        return row
+        images = db.session.execute(_IMAGES.where(ProductImage.product_id == product_id)).all()
+        return {**row._mapping, "images": images}
 
     return CacheEntry(
         product_key(product_id),
@@ -105,7 +108,13 @@ def count_products(filters: dict[str, Any]) -> int:
 
 def page_of_products(filters: dict[str, Any], page: int, page_size: int) -> list[Product]:
     order = SORT_COLUMNS[filters.get("sort", "id")]
-    statement = _filtered(filters).order_by(*order).limit(page_size).offset((page - 1) * page_size)
+    statement = (
+        _filtered(filters)
+        .options(selectinload(Product.images))  # every picture of the page in one more query
+        .order_by(*order)
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    )
     return list(db.session.scalars(statement))
 
 

@@ -12,7 +12,19 @@ from ecommerce.orders.models import Order
 from tests.factories import ProductFactory
 from tests.helpers import assert_pagination, assert_problem, capture_statements, new_customer
 
-ORDER_FIELDS = {"id", "user_id", "order_status", "total_amount", "items", "created_at", "updated_at"}
+ORDER_FIELDS = {
+    "id",
+    "user_id",
+    "order_status",
+    "total_amount",
+    "shipping_address",
+    "shipping_method",
+    "shipping_cost",
+    "shipping_route",
+    "items",
+    "created_at",
+    "updated_at",
+}
 ITEM_FIELDS = {"product_id", "quantity", "price"}
 STATUSES = ["pending", "paid", "shipped", "delivered", "cancelled"]
 # The contract's status machine, written out here on purpose (not imported from the app).

@@ -39,9 +39,11 @@ def test_product_lifecycle(client, admin_headers, user_headers):
         "category_id",
         "rating_avg",
         "rating_count",
+        "images",
         "created_at",
         "updated_at",
     }
+    assert product["images"] == []
 
     read = client.get(f"/api/products/{product['id']}/")
     assert read.status_code == 200 and read.get_json() == product

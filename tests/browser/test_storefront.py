@@ -6,10 +6,16 @@ with the sandbox gateway and an SMTP server, so a payment is charged by the work
 status reaches the page over the order's event stream. The page is found the way a person (or a
 screen reader) finds it: by roles and accessible names, which are part of the storefront's
 contract.
+
+The shop's data is made as a shop's would be: the catalog and the accounts in the database, then,
+through the API as an admin, pictures of some products (real JPEG and PNG files drawn here) and a
+shipping network, so the checkout asks where the parcel goes.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -17,6 +23,7 @@ from decimal import Decimal
 
 import pytest
 import requests
+from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from ecommerce.extensions import db
@@ -63,6 +70,8 @@ def catalog(app) -> Iterator[dict]:
             ProductFactory(name=f"Oak Stool {n:02d}", price=Decimal("30.00") + n, category_id=furniture.id)
         UserFactory(username="ada", email="ada@example.com")
         UserFactory(username="grace", email="grace@example.com")
+        UserFactory(username="margaret", email="margaret@example.com")
+        UserFactory(username="linus", email="linus@example.com")
         AdminFactory(username="boss")
         db.session.commit()
         ids = {"lamp": lamp.id, "lantern": lantern.id, "shelf": shelf.id}
@@ -104,6 +113,100 @@ def shop(app, catalog, tmp_path_factory) -> Iterator[str]:
         mail.stop()
 
 
+# Zones (code, name, is a warehouse) and carrier legs (from, to, cost, days): Poland is reached
+# by a cheap slow truck through the hub (economy: 3.90, 5 days) and a dear fast courier through
+# Eastern Germany (express: 5.90, 2 days); no leg reaches Iceland.
+ZONES = [
+    ("WH-NORTH", "Warehouse North", True),
+    ("HUB-CENTRAL", "Central hub", False),
+    ("DE-EAST", "Eastern Germany", False),
+    ("PL", "Poland", False),
+    ("IS", "Iceland", False),
+]
+LEGS = [
+    ("WH-NORTH", "HUB-CENTRAL", "1.50", 2),
+    ("HUB-CENTRAL", "PL", "2.40", 3),
+    ("WH-NORTH", "DE-EAST", "3.00", 1),
+    ("DE-EAST", "PL", "2.90", 1),
+]
+POLAND_ECONOMY = {"method": "economy", "cost": "3.90", "days": 5, "route": ["WH-NORTH", "HUB-CENTRAL", "PL"]}
+POLAND_EXPRESS = {"method": "express", "cost": "5.90", "days": 2, "route": ["WH-NORTH", "DE-EAST", "PL"]}
+
+
+@pytest.fixture(scope="module")
+def network(shop) -> dict:
+    """The shipping network above, made through the API as an admin; Poland's quote."""
+    headers = _admin_headers(shop)
+    for code, name, warehouse in ZONES:
+        answer = requests.post(
+            f"{shop}/api/shipping/zones/",
+            json={"code": code, "name": name, "is_warehouse": warehouse},
+            headers=headers,
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+    for origin, to, cost, days in LEGS:
+        answer = requests.post(
+            f"{shop}/api/shipping/legs/",
+            json={"from_zone": origin, "to_zone": to, "cost": cost, "days": days},
+            headers=headers,
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+    quote = requests.get(f"{shop}/api/shipping/quote/?to=PL", timeout=10)
+    assert quote.json()["options"] == [POLAND_ECONOMY, POLAND_EXPRESS], quote.text
+    assert requests.get(f"{shop}/api/shipping/quote/?to=IS", timeout=10).status_code == 422
+    return quote.json()
+
+
+def _drawn_picture(size: tuple[int, int], colour: tuple[int, int, int], kind: str) -> bytes:
+    """A real picture file: a colour field with a disc in the middle, as a JPEG or a PNG."""
+    picture = Image.new("RGB", size, colour)
+    width, height = size
+    ImageDraw.Draw(picture).ellipse(
+        [width // 4, height // 4, width * 3 // 4, height * 3 // 4], fill=tuple(255 - c for c in colour)
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, kind)
+    return buffer.getvalue()
+
+
+# Three pictures of the lamp (a gallery, each of another shape) and one of the shelf; the lantern
+# has none.
+PICTURES = {
+    "lamp": [
+        ((1200, 900), (214, 160, 60), "JPEG"),
+        ((900, 900), (60, 140, 150), "PNG"),
+        ((800, 1000), (120, 80, 160), "JPEG"),
+    ],
+    "shelf": [((1000, 750), (150, 100, 70), "PNG")],
+}
+
+
+@pytest.fixture(scope="module")
+def pictures(shop, catalog) -> dict[str, list[dict]]:
+    """The pictures above, uploaded through the API as an admin; each product's ``images``."""
+    headers = _admin_headers(shop)
+    for key, specs in PICTURES.items():
+        for n, (size, colour, kind) in enumerate(specs):
+            suffix = "jpeg" if kind == "JPEG" else "png"
+            answer = requests.post(
+                f"{shop}/api/products/{catalog[key]}/images/",
+                files={
+                    "file": (f"{key}-{n}.{suffix}", _drawn_picture(size, colour, kind), f"image/{suffix}")
+                },
+                headers=headers,
+                timeout=30,
+            )
+            assert answer.status_code == 201, answer.text
+    images = {
+        key: requests.get(f"{shop}/api/products/{catalog[key]}/", timeout=10).json().get("images", [])
+        for key in ("lamp", "shelf", "lantern")
+    }
+    assert [len(images[key]) for key in ("lamp", "shelf", "lantern")] == [3, 1, 0], images
+    return images
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     with playwright_api.sync_playwright() as playwright:
@@ -115,8 +218,9 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
-def page(browser, shop):
-    """A fresh browser context (nothing remembered between tests); page errors fail the test."""
+def page(browser, shop, network, pictures):
+    """A fresh browser context (nothing remembered between tests); page errors fail the test.
+    Every test sees the same shop: its pictures and its shipping network are made first."""
     context = browser.new_context(base_url=shop, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
@@ -167,6 +271,21 @@ def _cart_link(page):
     return page.get_by_role("link", name=re.compile(r"^Cart"))
 
 
+def _log_in_as(shop: str, username: str) -> dict[str, str]:
+    answer = requests.post(
+        f"{shop}/api/auth/login/", json={"username": username, "password": PASSWORD}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    return bearer(answer.json()["access_token"])
+
+
+def _loaded(image) -> tuple[int, int]:
+    """Wait until the picture has loaded; its natural size (0 x 0 if it could not be decoded)."""
+    image.element_handle().wait_for_element_state("visible")
+    image.page.wait_for_function("img => img.complete", arg=image.element_handle())
+    return tuple(image.evaluate("img => [img.naturalWidth, img.naturalHeight]"))
+
+
 # -- the shopper's path -----------------------------------------------------------------------
 
 
@@ -196,6 +315,11 @@ def test_a_shopper_searches_buys_logs_in_at_checkout_pays_and_sees_paid_live(app
     expect(page.get_by_role("heading", level=1)).to_have_text("Checkout")
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
     expect(page.get_by_text("2 × $49.00")).to_be_visible()
+    # The shop ships: nothing can be ordered before the destination is chosen; then economy is.
+    expect(page.get_by_role("button", name="Place order")).to_be_disabled()
+    page.get_by_label("Ship to").select_option(label="Poland")
+    expect(page.get_by_role("radio", name="Economy: $3.90, 5 days")).to_be_checked()
+    expect(page.locator("[data-total]")).to_have_text("$101.90")
 
     # The first checkout reaches the server, which takes the order, but its answer is lost on
     # the way back. The page says so; pressing again (twice, even) sends the same
@@ -219,6 +343,7 @@ def test_a_shopper_searches_buys_logs_in_at_checkout_pays_and_sees_paid_live(app
     ) as retry:
         page.get_by_role("button", name="Place order").dblclick()
     assert retry.value.request.headers["idempotency-key"] == lost[0]
+    assert retry.value.request.post_data_json == {"shipping": {"to": "PL", "method": "economy"}}
     assert retry.value.status == 201 and retry.value.headers.get("idempotent-replayed") == "true"
     page.unroute("**/api/orders/")
     expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Order #\d+$"))
@@ -237,7 +362,7 @@ def test_a_shopper_searches_buys_logs_in_at_checkout_pays_and_sees_paid_live(app
     expect(_cart_link(page)).to_have_accessible_name("Cart (0)")
     page.set_viewport_size({"width": 390, "height": 844})  # on a phone the total still shows
     expect(page.locator(".items tfoot td").last).to_be_visible()
-    expect(page.locator(".items tfoot td").last).to_have_text("$98.00")
+    expect(page.locator(".items tfoot td").last).to_have_text("$101.90")
     page.set_viewport_size({"width": 1280, "height": 900})
 
     with app.app_context():
@@ -245,7 +370,8 @@ def test_a_shopper_searches_buys_logs_in_at_checkout_pays_and_sees_paid_live(app
             select(Order).join(User, Order.user_id == User.id).where(User.username == "ada")
         ).all()
         assert [o.id for o in orders] == [order_id]
-        assert orders[0].total_amount == Decimal("98.00")
+        assert orders[0].total_amount == Decimal("101.90")  # the lamps and economy to Poland
+        assert orders[0].shipping_method == "economy"
 
     page.get_by_role("link", name="Orders").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your orders")
@@ -270,6 +396,7 @@ def test_stock_moves_live_on_the_product_page(page, shop, catalog):
 
 def _place_order_of_the_cart(page) -> int:
     page.goto("/#/checkout")
+    page.get_by_label("Ship to").select_option(label="Eastern Germany")
     page.get_by_role("button", name="Place order").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Order #\d+$"))
     return int(page.get_by_role("heading", level=1).inner_text().split("#")[1])
@@ -312,6 +439,223 @@ def test_cancelling_an_order_here_or_elsewhere(page, shop, catalog):
     assert _same_document(page)
 
 
+# -- pictures ---------------------------------------------------------------------------------
+
+
+def test_cards_show_thumbnails_and_the_product_page_a_gallery(page, catalog, pictures):
+    page.goto("/")
+    page.get_by_role("link", name="Lighting").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Lighting")
+    lamp_card = page.get_by_role("article").filter(has=page.get_by_role("link", name="Brass Desk Lamp"))
+    lantern_card = page.get_by_role("article").filter(has=page.get_by_role("link", name="Paper Lantern"))
+
+    # The card shows the main picture's thumbnail, sized before it loads, loaded lazily.
+    main = pictures["lamp"][0]
+    thumbnail = lamp_card.get_by_role("img", name="Brass Desk Lamp")
+    expect(thumbnail).to_have_attribute("src", main["thumbnail_url"])
+    expect(thumbnail).to_have_attribute("width", str(main["thumbnail_width"]))
+    expect(thumbnail).to_have_attribute("height", str(main["thumbnail_height"]))
+    expect(thumbnail).to_have_attribute("loading", "lazy")
+    expect(thumbnail).to_have_attribute("decoding", "async")
+    assert _loaded(thumbnail) == (
+        main["thumbnail_width"],
+        main["thumbnail_height"],
+    )  # the thumbnail, not the picture
+    # A product without pictures: a block of the same size, and no picture asked for.
+    expect(lantern_card.get_by_role("img")).to_have_count(0)
+    lamp_box = lamp_card.locator(".thumb").bounding_box()
+    lantern_box = lantern_card.locator(".thumb").bounding_box()
+    assert lamp_box["height"] > 100 and lantern_box["height"] > 100
+    assert (round(lamp_box["width"]), round(lamp_box["height"])) == (
+        round(lantern_box["width"]),
+        round(lantern_box["height"]),
+    )
+
+    # The product page: the main picture large, and a button per picture to show it instead.
+    lamp_card.get_by_role("link", name="Brass Desk Lamp").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Brass Desk Lamp")
+    buttons = page.get_by_role("button", name=re.compile(r"^Picture \d of 3$"))
+    expect(buttons).to_have_count(3)
+
+    def shows(n: int) -> None:
+        image = pictures["lamp"][n - 1]
+        name = "Brass Desk Lamp" if n == 1 else f"Brass Desk Lamp, picture {n} of 3"
+        large = page.get_by_role("img", name=name, exact=True)
+        expect(large).to_have_attribute("src", image["url"])
+        expect(large).to_have_attribute("width", str(image["width"]))
+        expect(large).to_have_attribute("height", str(image["height"]))
+        assert _loaded(large) == (image["width"], image["height"])
+        for other in range(1, 4):
+            pressed = "true" if other == n else "false"
+            expect(page.get_by_role("button", name=f"Picture {other} of 3")).to_have_attribute(
+                "aria-pressed", pressed
+            )
+
+    shows(1)
+    page.get_by_role("button", name="Picture 2 of 3").click()
+    shows(2)
+    # By keyboard: Tab to the third, Enter; back to the first, Space.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Picture 3 of 3")).to_be_focused()
+    page.keyboard.press("Enter")
+    shows(3)
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("button", name="Picture 1 of 3")).to_be_focused()
+    page.keyboard.press("Space")
+    shows(1)
+
+    # One picture: no gallery to choose from.
+    page.goto(f"/#/product/{catalog['shelf']}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Walnut Shelf")
+    shelf = page.get_by_role("img", name="Walnut Shelf", exact=True)
+    expect(shelf).to_have_attribute("src", pictures["shelf"][0]["url"])
+    expect(page.get_by_role("button", name=re.compile(r"^Picture"))).to_have_count(0)
+
+
+# -- shipping ---------------------------------------------------------------------------------
+
+
+def test_checkout_ships_by_the_method_chosen_and_the_order_keeps_it(page, shop, catalog, network):
+    page.goto("/#/login")
+    _log_in(page, "margaret")
+    expect(page.get_by_role("heading", level=1)).to_have_text("All products")
+    page.goto(f"/#/product/{catalog['lamp']}")
+    page.get_by_role("button", name="Add to cart").click()
+    expect(_cart_link(page)).to_have_accessible_name("Cart (1)")
+    page.goto("/#/checkout")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Checkout")
+
+    place = page.get_by_role("button", name="Place order")
+    ship_to = page.get_by_label("Ship to")
+    total = page.locator("[data-total]")
+    alert = page.get_by_role("alert")
+    # Where the parcel may go: the zones, not the warehouse; nothing is ordered before a choice.
+    expect(ship_to.locator("option")).to_have_text(
+        ["Choose a destination", "Central hub", "Eastern Germany", "Iceland", "Poland"]
+    )
+    expect(place).to_be_disabled()
+    expect(total).to_have_text("$49.00")
+
+    # No warehouse reaches Iceland: the API's reason, and still nothing to order.
+    ship_to.select_option(label="Iceland")
+    expect(alert).to_have_text("No warehouse ships to this zone.")
+    expect(page.get_by_role("radiogroup", name="Shipping method")).to_have_count(0)
+    expect(page.locator(".shipping-options")).to_have_text("")
+    expect(place).to_be_disabled()
+
+    # Poland: both methods with their cost and days, economy chosen; the total follows.
+    ship_to.select_option(label="Poland")
+    methods = page.get_by_role("radiogroup", name="Shipping method")
+    economy = methods.get_by_role("radio", name="Economy: $3.90, 5 days", exact=True)
+    express = methods.get_by_role("radio", name="Express: $5.90, 2 days", exact=True)
+    expect(methods.get_by_role("radio")).to_have_count(2)
+    expect(economy).to_be_checked()
+    expect(express).not_to_be_checked()
+    expect(alert).to_be_hidden()
+    expect(place).to_be_enabled()
+    expect(total).to_have_text("$52.90")
+
+    # Ordered by economy, but the request never reaches the server: that attempt's key is kept.
+    sent: list[dict] = []
+
+    def lose_the_first_request(route) -> None:
+        if sent or route.request.method != "POST":
+            route.continue_()
+            return
+        sent.append({"key": route.request.headers["idempotency-key"], "body": route.request.post_data_json})
+        route.abort("connectionreset")
+
+    page.route("**/api/orders/", lose_the_first_request)
+    place.click()
+    expect(alert).to_contain_text("Could not reach the shop")
+    assert sent[0]["body"] == {"shipping": {"to": "PL", "method": "economy"}}
+
+    # Express instead (by keyboard, as a radio group goes): another request, with a key of its own.
+    economy.focus()
+    page.keyboard.press("ArrowDown")
+    expect(express).to_be_checked()
+    expect(total).to_have_text("$54.90")
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/orders/") and r.request.method == "POST"
+    ) as answer:
+        place.click()
+    assert answer.value.status == 201
+    assert answer.value.request.post_data_json == {"shipping": {"to": "PL", "method": "express"}}
+    assert answer.value.request.headers["idempotency-key"] != sent[0]["key"]
+    assert answer.value.headers.get("idempotent-replayed") is None
+    page.unroute("**/api/orders/")
+
+    # The order page shows what the API stored.
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Order #\d+$"))
+    order_id = int(page.get_by_role("heading", level=1).inner_text().split("#")[1])
+    stored = requests.get(f"{shop}/api/orders/{order_id}/", headers=_log_in_as(shop, "margaret"), timeout=10)
+    order = stored.json()
+    assert (
+        order["shipping_method"],
+        order["shipping_cost"],
+        order["shipping_route"],
+        order["total_amount"],
+    ) == (
+        "express",
+        "5.90",
+        ["WH-NORTH", "DE-EAST", "PL"],
+        "54.90",
+    ), order
+    shipped = f"Express, ${order['shipping_cost']}, {' → '.join(order['shipping_route'])}"
+    expect(page.get_by_text(shipped)).to_be_visible()
+    expect(page.locator(".items tfoot td").last).to_have_text(f"${order['total_amount']}")
+    expect(page.get_by_role("heading", name=f"Pay ${order['total_amount']}")).to_be_visible()
+
+    # And the history.
+    page.get_by_role("link", name="Orders").click()
+    row = page.get_by_role("listitem").filter(has=page.get_by_role("link", name=f"Order #{order_id}"))
+    expect(row).to_contain_text(f"Shipping: {shipped}")
+    expect(row).to_contain_text(f"${order['total_amount']}")
+
+
+def test_a_shop_without_shipping_zones_checks_out_as_before(page, shop, catalog):
+    # The zone list answers empty here, as in a shop with no shipping network.
+    page.route(
+        re.compile(r"/api/shipping/zones/"),
+        lambda route: route.fulfill(
+            status=200,
+            json=[],
+            headers={"X-Pagination": json.dumps({"total": 0, "total_pages": 0, "page": 1})},
+        ),
+    )
+    page.goto("/#/login")
+    _log_in(page, "linus")
+    expect(page.get_by_role("heading", level=1)).to_have_text("All products")
+    page.goto(f"/#/product/{catalog['lamp']}")
+    page.get_by_role("button", name="Add to cart").click()
+    expect(_cart_link(page)).to_have_accessible_name("Cart (1)")
+    page.goto("/#/checkout")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Checkout")
+    place = page.get_by_role("button", name="Place order")
+    expect(place).to_be_enabled()
+    expect(page.get_by_label("Ship to")).to_have_count(0)
+    expect(page.get_by_role("radiogroup")).to_have_count(0)
+    expect(page.locator("[data-total]")).to_have_text("$49.00")
+    with page.expect_request(lambda r: r.url.endswith("/api/orders/") and r.method == "POST") as sent:
+        place.click()
+    assert sent.value.post_data_json == {}  # the body as before: no shipping
+
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Order #\d+$"))
+    order_id = int(page.get_by_role("heading", level=1).inner_text().split("#")[1])
+    order = requests.get(
+        f"{shop}/api/orders/{order_id}/", headers=_log_in_as(shop, "linus"), timeout=10
+    ).json()
+    assert (order["shipping_method"], order["shipping_cost"], order["total_amount"]) == (
+        None,
+        "0.00",
+        "49.00",
+    )
+    expect(page.locator(".items tfoot tr")).to_have_count(1)  # the total alone
+    expect(page.locator(".items tfoot td").last).to_have_text("$49.00")
+    expect(page.get_by_text("Shipping:")).to_have_count(0)
+
+
 # -- errors, as sentences ---------------------------------------------------------------------
 
 
@@ -333,9 +677,13 @@ def test_api_errors_are_shown_from_the_problem_detail(page, shop, catalog):
     expect(_cart_link(page)).to_have_accessible_name("Cart (2)")
     _set_stock(shop, catalog["lantern"], 1)
     page.goto("/#/checkout")
+    page.get_by_label("Ship to").select_option(label="Eastern Germany")
     page.get_by_role("button", name="Place order").click()
     expect(alert).to_contain_text("Paper Lantern")
     expect(page.get_by_role("heading", level=1)).to_have_text("Checkout")
+    # Drawn again with the cart as it is now, and the shipping as it was chosen.
+    expect(page.get_by_label("Ship to")).to_have_value("DE-EAST")
+    expect(page.get_by_role("button", name="Place order")).to_be_enabled()
 
     # A review twice: the 409's detail, not a status code.
     page.goto(f"/#/product/{catalog['lamp']}")
@@ -437,7 +785,7 @@ def test_filters_sort_and_pages(page, catalog):
     expect(page.locator(".card-title a")).to_have_text(["Oak Stool 01", "Oak Stool 00"])
 
 
-def test_the_home_page_fits_a_phone(browser, shop, catalog):
+def test_the_home_page_fits_a_phone(browser, shop, catalog, pictures):
     context = browser.new_context(
         base_url=shop, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )

@@ -6,6 +6,7 @@ through its HTTP API, and reads the database behind it to see what stayed."""
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 
 import pytest
 from flask import Flask
@@ -232,3 +233,46 @@ def test_an_empty_cart_is_refused(shop, shop_client, customer, new_product):
         "stock": {pen: 10},
         "buyer_orders": 0,
     }
+
+
+def test_shipping_is_part_of_the_order_and_an_unreachable_zone_sells_nothing(
+    shop, shop_client, boss_headers, customer, new_product
+):
+    for code, warehouse in (("WH", True), ("CITY", False), ("ISLAND", False)):
+        made = shop_client.post(
+            "/api/shipping/zones/",
+            json={"code": code, "name": code, "is_warehouse": warehouse},
+            headers=boss_headers,
+        )
+        assert made.status_code == 201, made.get_json()
+    leg = {"from_zone": "WH", "to_zone": "CITY", "cost": "4.90", "days": 2}
+    assert shop_client.post("/api/shipping/legs/", json=leg, headers=boss_headers).status_code == 201
+    lamp = new_product("Lamp", "10.00", 3)
+    add_to_cart(shop_client, customer, lamp, 2)
+
+    refused = shop_client.post(
+        "/api/orders/", json={"shipping": {"to": "ISLAND", "method": "economy"}}, headers=customer
+    )
+    assert_problem(refused, 422)
+    assert stored(shop)["orders"] == 0 and stored(shop)["stock"][lamp] == 3
+    assert cart_lines(shop_client, customer) == [(lamp, 2)]
+
+    placed = shop_client.post(
+        "/api/orders/", json={"shipping": {"to": "CITY", "method": "express"}}, headers=customer
+    )
+    assert placed.status_code == 201, placed.get_json()
+    order = placed.get_json()
+    assert (order["shipping_method"], order["shipping_cost"], order["shipping_route"]) == (
+        "express",
+        "4.90",
+        ["WH", "CITY"],
+    )
+    assert order["total_amount"] == "24.90"
+    with shop.app_context():
+        row = db.session.get(Order, order["id"])
+        assert (row.total_amount, row.shipping_cost, row.shipping_route) == (
+            Decimal("24.90"),
+            Decimal("4.90"),
+            ["WH", "CITY"],
+        )
+    assert stored(shop)["stock"][lamp] == 1

@@ -37,6 +37,9 @@ TABLES = {
     "order_events",
     "idempotency_keys",
     "order_emails",
+    "shipping_zones",
+    "shipping_legs",
+    "product_images",
 }
 
 
@@ -222,6 +225,31 @@ VIOLATIONS = {
     "duplicate top-level category name": (
         "INSERT INTO categories (name) VALUES ('Constraint Root')",
         "uq_categories_root_name",
+    ),
+    "duplicate shipping zone code": (
+        "INSERT INTO shipping_zones (code, name) VALUES ('CK-A', 'A'), ('CK-A', 'A again')",
+        "uq_shipping_zones_code",
+    ),
+    "shipping leg of 0 days": (
+        "INSERT INTO shipping_zones (code, name) VALUES ('CK-A', 'A'), ('CK-B', 'B'); "
+        "INSERT INTO shipping_legs (from_zone_id, to_zone_id, cost, days) "
+        "SELECT a.id, b.id, 1.00, 0 FROM shipping_zones a, shipping_zones b "
+        "WHERE a.code = 'CK-A' AND b.code = 'CK-B'",
+        "ck_shipping_legs_days_positive",
+    ),
+    "shipping leg from a zone to itself": (
+        "INSERT INTO shipping_zones (code, name) VALUES ('CK-A', 'A'); "
+        "INSERT INTO shipping_legs (from_zone_id, to_zone_id, cost, days) "
+        "SELECT id, id, 1.00, 1 FROM shipping_zones WHERE code = 'CK-A'",
+        "ck_shipping_legs_not_a_loop",
+    ),
+    "shipping zone deleted while a leg uses it": (
+        "INSERT INTO shipping_zones (code, name) VALUES ('CK-A', 'A'), ('CK-B', 'B'); "
+        "INSERT INTO shipping_legs (from_zone_id, to_zone_id, cost, days) "
+        "SELECT a.id, b.id, -1.00, 1 FROM shipping_zones a, shipping_zones b "
+        "WHERE a.code = 'CK-A' AND b.code = 'CK-B'; "
+        "DELETE FROM shipping_zones WHERE code = 'CK-B'",
+        "fk_shipping_legs_to_zone_id_shipping_zones",
     ),
     "duplicate category name under one parent": (
         "INSERT INTO categories (name, parent_id) VALUES ('Constraint Root', :category); "

@@ -140,6 +140,14 @@ def _seed(instance: Flask) -> None:
     assert payment.status_code == 202, payment.get_json()
     client.post("/api/cart/items/", json={"product_id": products[2].id, "quantity": 2}, headers=headers)
     client.post("/api/wishlist/items/", json={"product_id": products[3].id}, headers=headers)
+    # A small carrier network, under codes that generated zone codes often are ("0", "A").
+    admin_headers = bearer(auth_services.log_in(admin.username, PASSWORD).access_token)
+    for code, warehouse in (("0", True), ("A", False), ("B", False), ("C", False)):
+        zone = {"code": code, "name": f"Zone {code}", "is_warehouse": warehouse}
+        assert client.post("/api/shipping/zones/", json=zone, headers=admin_headers).status_code == 201
+    for from_zone, to_zone, cost in (("0", "A", "5.00"), ("A", "B", "-1.00"), ("0", "B", "9.00")):
+        leg = {"from_zone": from_zone, "to_zone": to_zone, "cost": cost, "days": 2}
+        assert client.post("/api/shipping/legs/", json=leg, headers=admin_headers).status_code == 201
 
 
 def _fresh_login(instance: Flask, username: str) -> auth_services.TokenPair:

@@ -14,6 +14,7 @@ sent to it is answered by app2.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 from sqlalchemy.engine import make_url
 
 from ecommerce.config import TestingConfig
@@ -330,6 +332,65 @@ def test_nginx_serves_the_storefront_itself(stack):
         assert asset.headers.get(name) == value, name
     missing = stack.get("/assets/no-such-file.js")
     assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/problem+json"
+
+
+def test_nginx_serves_product_pictures_itself_and_takes_uploads_up_to_10mb(stack):
+    product = stack.get("/api/products/", params={"page_size": 1}).json()[0]
+    assert product["images"], "flask seed gives the demo catalog pictures"
+    image = product["images"][0]
+    for url, size in ((image["url"], "width"), (image["thumbnail_url"], "thumbnail_width")):
+        picture = stack.get(url, headers={"X-Request-ID": f"picture-{size}"})
+        assert picture.status_code == 200, picture.text[:200]
+        assert picture.headers["X-Upstream"] == "nginx"  # no instance touched
+        assert picture.headers["Content-Type"] == "image/jpeg"
+        assert picture.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert picture.headers["X-Content-Type-Options"] == "nosniff"
+        assert Image.open(io.BytesIO(picture.content)).width == image[size]
+        assert stack.access_log(f"picture-{size}")["upstream"] == "nginx"
+    for name in ("app1", "app2"):
+        assert image["url"] not in stack.app_log(name)
+    missing = stack.get("/media/00/no-such-picture.jpg")
+    assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/problem+json"
+
+    # An upload above nginx's general 1 MB limit but within the pictures' 10 MB goes through.
+    run_cli(
+        [
+            "users",
+            "create-admin",
+            "--username",
+            "media-admin",
+            "--email",
+            "media-admin@example.com",
+            "--password",
+            PASSWORD,
+        ],
+        clean_env(DATABASE_URL=stack.env["DATABASE_URL"], REDIS_URL=stack.env["REDIS_URL"]),
+    )
+    login = requests.post(
+        f"http://{HOST}:{stack.app_ports[0]}/api/auth/login/",
+        json={"username": "media-admin", "password": PASSWORD},
+        headers={"X-Forwarded-For": "198.51.100.9"},  # the login limits belong to other tests
+        timeout=10,
+    )
+    admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    buffer = io.BytesIO()
+    Image.effect_noise((1600, 1200), 80).convert("RGB").save(buffer, "JPEG", quality=98)
+    photo = buffer.getvalue() + b"\0" * max(0, 2_000_000 - len(buffer.getvalue()))
+    assert len(photo) > 1024 * 1024
+    path = f"/api/products/{product['id']}/images/"
+    uploaded = stack.post(path, files={"file": ("photo.jpg", photo, "image/jpeg")}, headers=admin, timeout=30)
+    assert uploaded.status_code == 201, uploaded.text
+    served = stack.get(uploaded.json()["url"])
+    assert served.status_code == 200 and served.headers["X-Upstream"] == "nginx"
+    shown = stack.get(f"/api/products/{product['id']}/").json()["images"]
+    assert uploaded.json()["id"] in [i["id"] for i in shown]  # the cached detail was purged
+
+    too_big = stack.post(
+        path, files={"file": ("big.jpg", photo * 6, "image/jpeg")}, headers=admin, timeout=30
+    )
+    assert too_big.status_code == 413
+    assert too_big.headers["Content-Type"] == "application/problem+json"
+    assert too_big.headers["X-Upstream"] == "nginx"
 
 
 def _stream(url: str, headers: dict | None = None) -> tuple[requests.Response, EventReader]:

@@ -1,9 +1,9 @@
 """Purges after commit: what a catalog write invalidates, and when.
 
 Writes never purge before their transaction commits: services call ``invalidate_product`` /
-``invalidate_product_lists``, which queue the purge on the SQLAlchemy session; it runs after the
-commit (``purge_committed``, the second step of ecommerce/core/db/after_commit.py) and is
-dropped on rollback.
+``invalidate_product_lists`` / ``invalidate_shipping_network``, which queue the purge on the
+SQLAlchemy session; it runs after the commit (``purge_committed``, the second step of
+ecommerce/core/db/after_commit.py) and is dropped on rollback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.core.cache.store import (
     PRODUCT_LIST_VERSION_KEY,
+    SHIPPING_NETWORK_KEY,
     cache_call,
     generation_key,
     product_key,
@@ -42,6 +43,11 @@ def invalidate_product(session: Session, product_id: int) -> None:
 def invalidate_product_lists(session: Session) -> None:
     """Start a new generation of product lists, once the transaction commits."""
     _pending(session)["lists"] = True
+
+
+def invalidate_shipping_network(session: Session) -> None:
+    """Purge the shipping quote table, once the transaction commits: a zone or a leg changed."""
+    _pending(session)["keys"].add(SHIPPING_NETWORK_KEY)
 
 
 def purge_committed(session: Session) -> None:

@@ -40,6 +40,9 @@ LOCK_POLL_SECONDS = 0.02
 BREAKER_OPEN_SECONDS = 2.0
 PRODUCT_LISTS_PREFIX = "products:list:"
 PRODUCT_LIST_VERSION_KEY = PRODUCT_LISTS_PREFIX + "version"
+# The quote table of the whole carrier network (ecommerce/shipping/services.py).
+SHIPPING_PREFIX = "shipping:"
+SHIPPING_NETWORK_KEY = SHIPPING_PREFIX + "network"
 
 _CACHE_ERRORS = (RedisError, OSError)
 T = TypeVar("T")
@@ -101,7 +104,7 @@ def init_local_cache(app: Flask) -> None:
     prefix = app.config["CACHE_KEY_PREFIX"]
     app.extensions["local_cache"] = LocalCache(
         app.config["CACHE_REDIS_URL"],
-        [prefix + "product:", prefix + PRODUCT_LISTS_PREFIX],
+        [prefix + "product:", prefix + PRODUCT_LISTS_PREFIX, prefix + SHIPPING_PREFIX],
         seconds,
         app.config["LOCAL_CACHE_MAX_ENTRIES"],
     )
@@ -153,7 +156,8 @@ return stored
 
 def lock_key_of(key: str) -> str:
     """The key of the lock one filler of ``key`` holds. Outside the tracked prefixes (``product:``,
-    ``products:list:``): taking and releasing it is no news to the per-process caches."""
+    ``products:list:``, ``shipping:``): taking and releasing it is no news to the per-process
+    caches."""
     return "lock:" + key
 
 

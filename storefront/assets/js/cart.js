@@ -150,10 +150,18 @@ function attemptOver(error) {
   return !(error.status === 409 && /Idempotency-Key/i.test(error.problem?.detail ?? ""));
 }
 
-/** POST /api/orders/ (the whole cart); resolves to the order. */
-export async function placeOrder({ shippingAddress = "" } = {}) {
-  const body = shippingAddress ? { shipping_address: shippingAddress } : {};
-  // Keyed by the body: the same key with another address would be refused (422).
+/**
+ * POST /api/orders/ (the whole cart); resolves to the order. ``shipping``: ``{to, method}``, a
+ * zone code and "economy" or "express"; null for a shop without a shipping network.
+ */
+export async function placeOrder({ shippingAddress = "", shipping = null } = {}) {
+  const body = {};
+  if (shipping) body.shipping = { to: shipping.to, method: shipping.method };
+  if (shippingAddress) body.shipping_address = shippingAddress;
+  // Keyed by the body: the same key with another address or another shipping choice would be
+  // refused (422). So another choice is another attempt with a key of its own, and going back to
+  // the choice of an attempt whose answer was lost replays that attempt (the server may have
+  // made that order).
   const attempt = JSON.stringify(body);
   const key = checkoutKeys.get(attempt) ?? newKey();
   checkoutKeys.set(attempt, key);

@@ -1,5 +1,5 @@
 // Building the page: elements from data (text nodes only, never HTML strings from the API),
-// and how money, dates, ratings, stock and statuses read to a person.
+// and how money, dates, ratings, stock, shipping and statuses read to a person.
 
 /** An element: h("a", {href: "#/", class: "x", onClick: fn}, "text", child, [more]). */
 export function h(tag, props = {}, ...children) {
@@ -118,14 +118,34 @@ export function stockBadge(quantity) {
   return h("span", { class: `stock ${level}` }, stockText(quantity));
 }
 
-/** The product's picture: its first image if it has one, else a tile with its initials. */
+/**
+ * A product picture (``image`` from a product's ``images``): its thumbnail or the full picture,
+ * with the width and height attributes of that file, so the browser keeps its place (and
+ * shape) before it has loaded and the page does not move.
+ */
+export function picture(image, alt, { full = false, lazy = true } = {}) {
+  const small = !full && Boolean(image.thumbnail_url);
+  const width = small ? image.thumbnail_width : image.width;
+  const height = small ? image.thumbnail_height : image.height;
+  return h("img", {
+    src: small ? image.thumbnail_url : image.url,
+    alt,
+    width: width || null,
+    height: height || null,
+    loading: lazy ? "lazy" : null,
+    decoding: "async",
+  });
+}
+
+/**
+ * The product's main picture (the thumbnail of its first image) in a box of fixed shape, or,
+ * for a product without pictures, a neutral block of the same shape with its initials (drawn
+ * by the stylesheet: no image is requested).
+ */
 export function thumb(product, size = "") {
-  const hue = `hue-${(Number(product?.id) || 0) % 8}`;
   const image = product?.images?.[0];
-  const classes = ["thumb", size, hue].filter(Boolean).join(" ");
   if (image) {
-    const src = size === "large" ? image.url : image.thumbnail_url || image.url;
-    return h("div", { class: classes }, h("img", { src, alt: "", loading: "lazy" }));
+    return h("div", { class: ["thumb", size].filter(Boolean).join(" ") }, picture(image, product.name ?? ""));
   }
   const initials = String(product?.name ?? "?")
     .split(/\s+/)
@@ -133,7 +153,37 @@ export function thumb(product, size = "") {
     .slice(0, 2)
     .map((word) => word[0].toUpperCase())
     .join("");
+  const classes = ["thumb", "placeholder", size].filter(Boolean).join(" ");
   return h("div", { class: classes, "aria-hidden": "true" }, initials || "?");
+}
+
+const SHIPPING_METHODS = { economy: "Economy", express: "Express" };
+
+/** "Economy", "Express" (a method the page does not know yet: its name, capitalised). */
+export function shippingMethod(method) {
+  const name = String(method ?? "");
+  return SHIPPING_METHODS[name] ?? name.charAt(0).toUpperCase() + name.slice(1);
+}
+
+export function days(count) {
+  return Number(count) === 1 ? "1 day" : `${count} days`;
+}
+
+/** "WH-NORTH → DE-EAST → PL": a route's zone codes, warehouse first. */
+export function route(codes) {
+  return (codes ?? []).join(" → ");
+}
+
+/** A quote's option as a shopper reads it: "Economy: $3.90, 5 days". */
+export function shippingOption(option) {
+  return `${shippingMethod(option.method)}: ${money(option.cost)}, ${days(option.days)}`;
+}
+
+/** An order's shipping, "Express, $5.90, WH-NORTH → DE-EAST → PL"; null without shipping. */
+export function orderShipping(order) {
+  if (!order?.shipping_method) return null;
+  const path = route(order.shipping_route);
+  return [shippingMethod(order.shipping_method), money(order.shipping_cost), path].filter(Boolean).join(", ");
 }
 
 export function statusBadge(status) {

@@ -16,8 +16,10 @@ export function showError(error) {
   region.hidden = false;
 }
 
-export function clearError() {
+/** Empty the alert; ``only``: only if it still shows that message (another may have come since). */
+export function clearError(only = null) {
   const region = alertRegion();
+  if (only !== null && region.textContent !== only) return;
   region.hidden = true;
   region.textContent = "";
 }

@@ -1,9 +1,9 @@
 // One order: its status moving live (GET /api/orders/<id>/events/, read with fetch so the login's
-// token goes with it; no polling, no reload), its lines, its history, Pay and Cancel.
+// token goes with it; no polling, no reload), its lines, its shipping, its history, Pay and Cancel.
 
 import { request } from "../api.js";
 import { forgetPaymentKeys, pay } from "../cart.js";
-import { busy, cents, dateTime, emptyState, fromCents, h, labelled, money, statusBadge } from "../dom.js";
+import { busy, cents, dateTime, emptyState, fromCents, h, labelled, money, orderShipping, statusBadge } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { openEventStream } from "../sse.js";
 
@@ -186,6 +186,12 @@ export async function orderView(root, ctx) {
   ctx.onLeave(() => stream.close());
 
   const items = order.items ?? [];
+  const shipping = orderShipping(order);
+  const subtotal = fromCents(items.reduce((sum, item) => sum + cents(item.price) * item.quantity, 0));
+  // A footer row: the label under Product and Price, an empty cell under Qty (gone on a phone,
+  // with the Price column: the amount stays under Total), the amount.
+  const footRow = (label, amount) =>
+    h("tr", {}, h("td", { colspan: "2" }, label), h("td", { class: "spacer" }), h("td", { class: "num" }, money(amount)));
   root.append(
     h(
       "div",
@@ -222,8 +228,14 @@ export async function orderView(root, ctx) {
                 ),
               ),
             ),
-            h("tfoot", {}, h("tr", {}, h("td", { colspan: "3" }, "Total"), h("td", { class: "num" }, money(order.total_amount)))),
+            h(
+              "tfoot",
+              {},
+              shipping ? [footRow("Subtotal", subtotal), footRow("Shipping", order.shipping_cost)] : null,
+              footRow("Total", order.total_amount),
+            ),
           ),
+          shipping ? h("p", { class: "order-shipping" }, h("span", { class: "label" }, "Shipping: "), shipping) : null,
           order.shipping_address ? h("p", { class: "muted small" }, `Ships to: ${order.shipping_address}`) : null,
         ),
       ),

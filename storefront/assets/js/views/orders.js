@@ -1,7 +1,7 @@
-// Order history: the shopper's orders, newest first, a page at a time.
+// Order history: the shopper's orders, newest first, a page at a time, with their shipping and total.
 
 import { pagination, request } from "../api.js";
-import { dateTime, emptyState, h, money, statusBadge } from "../dom.js";
+import { dateTime, emptyState, h, money, orderShipping, statusBadge } from "../dom.js";
 import { link } from "../router.js";
 
 const PAGE_SIZE = 10;
@@ -27,6 +27,7 @@ export async function ordersView(root, ctx) {
         const units = (order.items ?? []).reduce((sum, item) => sum + item.quantity, 0);
         const names = (order.items ?? []).map((item) => item.product_name).filter(Boolean);
         const summary = names.length > 2 ? `${names.slice(0, 2).join(", ")} and ${names.length - 2} more` : names.join(", ");
+        const shipping = orderShipping(order);
         return h(
           "li",
           { class: "order-row" },
@@ -35,6 +36,7 @@ export async function ordersView(root, ctx) {
             {},
             h("a", { href: `#/orders/${order.id}` }, `Order #${order.id}`),
             h("p", { class: "muted small" }, `${dateTime(order.created_at)} · ${units === 1 ? "1 item" : `${units} items`}${summary ? ` · ${summary}` : ""}`),
+            shipping ? h("p", { class: "muted small" }, `Shipping: ${shipping}`) : null,
           ),
           statusBadge(order.order_status),
           h("p", { class: "order-total price" }, money(order.total_amount)),

@@ -1,10 +1,10 @@
-// A product: details, its stock live (GET /api/products/<id>/events/), add to cart or wishlist,
-// and its reviews (read, and write one when logged in).
+// A product: its pictures, details, its stock live (GET /api/products/<id>/events/), add to cart
+// or wishlist, and its reviews (read, and write one when logged in).
 
 import { isLoggedIn, pagination, request } from "../api.js";
 import { addToCart } from "../cart.js";
 import { categoryTree, getCategories, getProduct } from "../catalog.js";
-import { busy, date, emptyState, h, icon, labelled, money, rating, stars, stockBadge, thumb } from "../dom.js";
+import { busy, date, emptyState, h, icon, labelled, money, picture, rating, stars, stockBadge, thumb } from "../dom.js";
 import { showError, toast } from "../notices.js";
 import { link, loginThen } from "../router.js";
 
@@ -140,7 +140,7 @@ export async function productView(root, ctx) {
     h(
       "div",
       { class: "product" },
-      thumb(product, "large"),
+      gallery(product),
       h(
         "div",
         { class: "product-info" },
@@ -160,6 +160,44 @@ export async function productView(root, ctx) {
   );
 
   root.append(await reviewsSection(product, ctx));
+}
+
+/**
+ * The pictures: the main one large and, when there are several, a row of thumbnail buttons
+ * ("Picture 2 of 3", pressed for the one shown) that put theirs in its place. Without pictures,
+ * the neutral block with the product's initials.
+ */
+function gallery(product) {
+  const images = product.images ?? [];
+  if (!images.length) return thumb(product, "large");
+  const count = images.length;
+  const altOf = (i) => (i === 0 ? product.name : `${product.name}, picture ${i + 1} of ${count}`);
+  const main = picture(images[0], altOf(0), { full: true, lazy: false });
+  if (count === 1) return h("div", { class: "gallery" }, h("div", { class: "gallery-main" }, main));
+
+  const buttons = images.map((image, i) =>
+    h(
+      "button",
+      { type: "button", class: "gallery-thumb", "aria-label": `Picture ${i + 1} of ${count}`, "aria-pressed": String(i === 0) },
+      picture(image, "", { lazy: false }),
+    ),
+  );
+  buttons.forEach((button, i) =>
+    button.addEventListener("click", () => {
+      const shown = picture(images[i], altOf(i), { full: true, lazy: false });
+      for (const name of ["src", "alt", "width", "height"]) {
+        if (shown.hasAttribute(name)) main.setAttribute(name, shown.getAttribute(name));
+        else main.removeAttribute(name);
+      }
+      for (const other of buttons) other.setAttribute("aria-pressed", String(other === button));
+    }),
+  );
+  return h(
+    "div",
+    { class: "gallery" },
+    h("div", { class: "gallery-main" }, main),
+    h("div", { class: "gallery-thumbs", role: "group", "aria-label": `Pictures of ${product.name}` }, buttons),
+  );
 }
 
 async function reviewsSection(product, ctx) {
