@@ -208,7 +208,8 @@ class Config:
     # to MEDIA_MAX_EDGE pixels a side, with a thumbnail of MEDIA_THUMBNAIL_EDGE, and a product
     # holds at most MEDIA_MAX_IMAGES of them.
     MEDIA_STORAGE = env_str("MEDIA_STORAGE", "local")
-    MEDIA_ROOT = env_str("MEDIA_ROOT", str(INSTANCE_DIR / "media"))
+    # Absolute: the app serves from it and the storage writes to it, whatever the working folder.
+    MEDIA_ROOT = os.path.abspath(env_str("MEDIA_ROOT", str(INSTANCE_DIR / "media")))
     MEDIA_URL = env_str("MEDIA_URL", "/media/")
     SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
     MEDIA_MAX_BYTES = env_int("MEDIA_MAX_BYTES", 10 * 1024 * 1024)
@@ -216,6 +217,8 @@ class Config:
     MEDIA_MAX_EDGE = env_int("MEDIA_MAX_EDGE", 2048)
     MEDIA_THUMBNAIL_EDGE = env_int("MEDIA_THUMBNAIL_EDGE", 400)
     MEDIA_MAX_IMAGES = env_int("MEDIA_MAX_IMAGES", 12)
+    # Pictures one worker process makes at once (in threads, beside its requests); more wait.
+    MEDIA_PICTURE_THREADS = env_int("MEDIA_PICTURE_THREADS", 2)
 
     # HTTP
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)

@@ -70,6 +70,8 @@ def _check_upload(setting: str) -> Response | None:
         return problem(413, f"The file exceeds {limit} bytes.")
     if request.mimetype != "multipart/form-data":
         return problem(415, "Send the file as multipart/form-data, in a field named file.")
+    if not request.mimetype_params.get("boundary"):
+        return problem(400, "The multipart/form-data body has no boundary in its Content-Type.")
     return None
 
 

@@ -113,7 +113,7 @@ class Blueprint(flask_smorest.Blueprint):
         def decorator(func: Callable) -> Callable:
             func = parse(func)
             setattr(func, UPLOAD_LIMIT_SETTING, max_bytes_setting)
-            func = self.alt_response(400, description="The body is not valid multipart/form-data")(func)
+            func = self.alt_response(400, description="A multipart/form-data body without its boundary")(func)
             func = self.alt_response(413, description=f"The file is larger than {max_bytes_setting}")(func)
             return self.alt_response(415, description="Not multipart/form-data, or not a supported file")(
                 func

@@ -10,6 +10,7 @@ no row names: ``prune_media`` removes such files once they are older than its gr
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -101,19 +102,28 @@ def prune_media(older_than_seconds: float) -> dict[str, int]:
         if name in named or written_at > cutoff:
             kept += 1
             continue
-        storage.delete(name)
+        storage.delete(name, unless_written_after=cutoff)
         removed += 1
     return {"removed": removed, "kept": kept}
 
 
+_picture_pools: dict[int, Any] = {}  # per process (a forked worker makes its own)
+
+
 def _off_the_event_loop(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run ``function`` in a thread of gevent's pool when the worker runs on gevent.
+    """Run ``function`` in a thread of a small gevent pool when the worker runs on gevent.
 
     Decoding and encoding a large picture takes a few hundred milliseconds of CPU, and Pillow
     releases the GIL while it does: in a thread, every other request the worker holds goes on
-    meanwhile; on the event loop they would all wait."""
-    from gevent import get_hub, monkey
+    meanwhile; on the event loop they would all wait (benchmarks/picture_uploads.py). The pool
+    has ``MEDIA_PICTURE_THREADS`` threads: more uploads at once wait their turn, so the memory
+    of decoded pictures stays bounded (a 40-megapixel picture is 160 MB decoded)."""
+    from gevent import monkey
+    from gevent.threadpool import ThreadPool
 
-    if monkey.is_module_patched("threading"):
-        return get_hub().threadpool.apply(function, args, kwargs)
-    return function(*args, **kwargs)
+    if not monkey.is_module_patched("threading"):
+        return function(*args, **kwargs)
+    pool = _picture_pools.get(os.getpid())
+    if pool is None:
+        pool = _picture_pools[os.getpid()] = ThreadPool(current_app.config["MEDIA_PICTURE_THREADS"])
+    return pool.apply(function, args, kwargs)

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ecommerce.core.models import IdMixin, TimestampMixin
 from ecommerce.extensions import db
 
+# A zone code: 1 to 20 capital letters, digits and hyphens (\Z: "$" would let a final newline in).
+ZONE_CODE_PATTERN = r"^[A-Z0-9][A-Z0-9-]{0,19}\Z"
+
 
 class ShippingZone(IdMixin, TimestampMixin, db.Model):
     """A place goods are shipped to; a warehouse zone is also where they are shipped from."""

@@ -8,9 +8,9 @@ from decimal import Decimal
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ecommerce.core.schemas import Money
+from ecommerce.shipping.models import ZONE_CODE_PATTERN
 
-CODE_PATTERN = r"^[A-Z0-9][A-Z0-9-]{0,19}$"
-CODE = validate.Regexp(CODE_PATTERN, error="Use 1 to 20 capital letters, digits and hyphens.")
+CODE = validate.Regexp(ZONE_CODE_PATTERN, error="Use 1 to 20 capital letters, digits and hyphens.")
 NAME = validate.Length(min=1, max=200)
 MAX_COST = Decimal("1000000.00")
 COST = validate.Range(min=-MAX_COST, max=MAX_COST)

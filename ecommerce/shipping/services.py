@@ -14,6 +14,7 @@ conflicts with itself and with every write, not with reads: quotes and lists go 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +28,7 @@ from ecommerce.core.db.session import conflict_on_duplicate
 from ecommerce.errors import Conflict, NotFound, ValidationFailed
 from ecommerce.extensions import db
 from ecommerce.shipping import routing
-from ecommerce.shipping.models import ShippingLeg, ShippingZone
+from ecommerce.shipping.models import ZONE_CODE_PATTERN, ShippingLeg, ShippingZone
 
 NO_SUCH_ZONE = "No such shipping zone."
 UNREACHABLE = "No warehouse ships to this zone."
@@ -70,6 +71,8 @@ def list_zones(page: int, page_size: int) -> tuple[list[ShippingZone], int]:
 
 
 def get_zone(code: str) -> ShippingZone:
+    if not re.match(ZONE_CODE_PATTERN, code):  # never a zone's (and a NUL never reaches the driver)
+        raise NotFound(NO_SUCH_ZONE)
     zone = db.session.scalar(select(ShippingZone).where(ShippingZone.code == code))
     if zone is None:
         raise NotFound(NO_SUCH_ZONE)

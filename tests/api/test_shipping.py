@@ -76,6 +76,8 @@ def test_zone_lifecycle(client, admin_headers, user_headers):
         ({"code": "north"}, "code"),
         ({"code": "-NORTH"}, "code"),
         ({"code": "N" * 21}, "code"),
+        ({"code": "NORTH\n"}, "code"),  # "$" alone would let a final newline through
+        ({"code": "N" * 20 + "\n"}, "code"),
         ({"name": ""}, "name"),
         ({"is_warehouse": "yes"}, "is_warehouse"),
         ({"is_warehouse": 1}, "is_warehouse"),
@@ -85,6 +87,12 @@ def test_zone_lifecycle(client, admin_headers, user_headers):
 def test_zone_validation(client, admin_headers, body, field):
     response = client.post(ZONES, json={"code": "NORTH", "name": "North", **body}, headers=admin_headers)
     assert field in assert_problem(response, 422)["errors"]
+
+
+@pytest.mark.parametrize("code", ["%00", "north", "A%0A", "N" * 300])
+def test_a_path_code_no_zone_can_have_is_404(client, admin_headers, code):
+    assert_problem(client.get(f"{ZONES}{code}/"), 404)
+    assert_problem(client.delete(f"{ZONES}{code}/", headers=admin_headers), 404)
 
 
 def test_leg_lifecycle(client, admin_headers, user_headers):

@@ -349,8 +349,12 @@ def test_nginx_serves_product_pictures_itself_and_takes_uploads_up_to_10mb(stack
         assert stack.access_log(f"picture-{size}")["upstream"] == "nginx"
     for name in ("app1", "app2"):
         assert image["url"] not in stack.app_log(name)
-    missing = stack.get("/media/00/no-such-picture.jpg")
-    assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/problem+json"
+    for answer in (
+        stack.get("/media/00/no-such-picture.jpg"),
+        stack.get("/media/"),  # a folder: no listing, no HTML page
+        stack.post(image["url"], data=b"x"),  # a method a file does not take
+    ):
+        assert answer.status_code == 404 and answer.headers["Content-Type"] == "application/problem+json"
 
     # An upload above nginx's general 1 MB limit but within the pictures' 10 MB goes through.
     run_cli(

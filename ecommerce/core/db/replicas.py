@@ -45,7 +45,7 @@ from ecommerce.extensions import db
 log = logging.getLogger(__name__)
 
 CATALOG_SCOPE = "catalog"
-CATALOG_TABLES = frozenset({"products", "categories", "reviews"})
+CATALOG_TABLES = frozenset({"products", "product_images", "categories", "reviews"})
 TOKEN_KEY_PREFIX = "ecommerce:lsn:"
 
 _COMMITTING = "ecommerce_ryw_connection"  # session.info: the primary connection being committed

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -63,25 +64,44 @@ class Picture:
         return CONTENT_TYPES[self.format]
 
 
+# Errors Pillow raises on damaged data, in the pixels or in the metadata (an EXIF block whose
+# offsets point nowhere fails in exif_transpose with struct.error or TypeError).
+_DAMAGED = (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, EOFError)
+
+
 def make_picture(data: bytes, *, max_pixels: int, max_edge: int, thumbnail_edge: int) -> Picture:
-    """The re-encoded picture and its thumbnail, or ``PictureRefused``."""
-    source = _open(data, max_pixels)
-    kind = source.format
+    """The re-encoded picture and its thumbnail, or ``PictureRefused``.
+
+    The picture is turned upright and bounded in place, and the thumbnail is made from the bounded
+    copy: at most two decoded copies are alive at once (an operation's input and its output)."""
+    picture = _open(data, max_pixels)
+    # A JPEG's multi-picture variant (MPO, from some cameras) is a JPEG: its first picture.
+    kind = "JPEG" if picture.format == "MPO" else picture.format
     try:
         if kind == "JPEG":
             # Decode at the smallest scale (1/2, 1/4, 1/8) still above max_edge: a 40 MP photo
             # costs a fraction of its full decode.
-            source.draft(source.mode, (max_edge, max_edge))
-        source.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            picture.draft(picture.mode, (max_edge, max_edge))
+        picture.load()
+        _turn_upright(picture)
+        picture = _encodable(picture, kind)
+        picture.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+        full = _encode(picture, kind)
+        picture.thumbnail((thumbnail_edge, thumbnail_edge), Image.Resampling.LANCZOS)
+        return Picture(kind, full, _encode(picture, kind))
+    except (*_DAMAGED, Image.DecompressionBombError) as error:
         raise PictureRefused(422, f"The {kind} file is damaged or incomplete ({error}).") from None
-    upright = ImageOps.exif_transpose(source)
-    upright = _encodable(upright, kind)
-    full = upright.copy()
-    full.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
-    small = upright.copy()
-    small.thumbnail((thumbnail_edge, thumbnail_edge), Image.Resampling.LANCZOS)
-    return Picture(kind, _encode(full, kind), _encode(small, kind))
+
+
+def _turn_upright(picture: Image.Image) -> None:
+    """Apply the EXIF orientation in place; EXIF too damaged to read leaves the picture as stored
+    (its metadata is dropped anyway: a photo is not refused for a broken camera tag)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on each corrupt tag
+        try:
+            ImageOps.exif_transpose(picture, in_place=True)
+        except _DAMAGED:
+            pass
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -94,6 +114,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             raise PictureRefused(422, _too_many_pixels(None, max_pixels)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             raise PictureRefused(415, "The file is not a JPEG, PNG or WebP picture.") from None
+    if picture.format not in (*FORMATS, "MPO"):
+        raise PictureRefused(415, "The file is not a JPEG, PNG or WebP picture.")
     width, height = picture.size
     if width <= 0 or height <= 0:
         raise PictureRefused(422, "The picture has no pixels.")

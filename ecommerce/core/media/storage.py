@@ -20,8 +20,9 @@ class MediaStorage(Protocol):
     def save(self, name: str, data: bytes) -> None:
         """Store ``data`` under ``name`` (a content-hashed name: an existing file is the same)."""
 
-    def delete(self, name: str) -> None:
-        """Remove the file; a file already gone is no error."""
+    def delete(self, name: str, *, unless_written_after: float | None = None) -> None:
+        """Remove the file; a file already gone is no error. With ``unless_written_after`` (epoch
+        seconds), a file written or saved again since then is kept."""
 
     def names(self) -> Iterator[tuple[str, float]]:
         """Every stored name with its last write time (epoch seconds), for pruning."""
@@ -45,11 +46,13 @@ class LocalMediaStorage:
 
     def save(self, name: str, data: bytes) -> None:
         path = self._path(name)
-        if path.exists():
+        try:
             # The same content: keep the file, but mark it as just written, so a prune running
             # now (which spares recent files) cannot remove it under the row about to name it.
             os.utime(path)
             return
+        except FileNotFoundError:
+            pass  # not there (or pruned this instant): write it
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written beside its final name, then renamed: a reader never sees half a file.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
@@ -62,14 +65,23 @@ class LocalMediaStorage:
             Path(temporary).unlink(missing_ok=True)
             raise
 
-    def delete(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
+    def delete(self, name: str, *, unless_written_after: float | None = None) -> None:
+        path = self._path(name)
+        try:
+            # Looked at again just before the unlink: a save of the same content since the
+            # listing touched it, and a row may be about to name it.
+            if unless_written_after is not None and path.stat().st_mtime > unless_written_after:
+                return
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
     def names(self) -> Iterator[tuple[str, float]]:
+        """Every file, the temporary ones of interrupted writes (``.upload-*``) included."""
         if not self.root.is_dir():
             return
         for path in self.root.rglob("*"):
-            if path.is_file() and not path.name.startswith(".upload-"):
+            if path.is_file():
                 yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
 
     def url(self, name: str) -> str:
