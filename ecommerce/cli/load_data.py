@@ -209,7 +209,15 @@ def _order_history(
         )
         previous = to_status
     lines = [
-        {"product_id": pid, "product_name": name, "quantity": rng.randint(1, 3), "price": price}
+        {
+            "product_id": pid,
+            "product_name": name,
+            "quantity": rng.randint(1, 3),
+            "price": price,
+            # a line is written with its order
+            "created_at": placed_at,
+            "updated_at": placed_at,
+        }
         for pid, name, price in rng.sample(pool, min(len(pool), rng.randint(1, 3)))
     ]
     order = {

@@ -107,8 +107,9 @@ placed AS (
     RETURNING id
 ),
 items AS (
-    INSERT INTO order_items (order_id, product_id, product_name, quantity, price)
-    SELECT placed.id, taken.id, taken.name, taken.quantity, taken.price
+    INSERT INTO order_items (order_id, product_id, product_name, quantity, price, created_at,
+                             updated_at)
+    SELECT placed.id, taken.id, taken.name, taken.quantity, taken.price, :now, :now
     FROM placed CROSS JOIN taken
     ORDER BY taken.id
 ),
@@ -241,6 +242,8 @@ def _check_out_in_two_statements(session: Session, user: User, shipping: Shippin
             product_name=row.name,
             quantity=row.quantity,
             price=row.price,
+            created_at=now,
+            updated_at=now,
         )
         for row in rows
     ]

@@ -92,7 +92,7 @@ class Order(IdMixin, TimestampMixin, db.Model):
     )
 
 
-class OrderItem(IdMixin, db.Model):
+class OrderItem(IdMixin, TimestampMixin, db.Model):
     __tablename__ = "order_items"
 
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)

@@ -15,6 +15,8 @@ class OrderItemSchema(Schema):
     product_name = fields.String(dump_only=True)
     quantity = fields.Integer(dump_only=True)
     price = Money(dump_only=True, metadata={"description": "unit price paid"})
+    created_at = UTCDateTime(dump_only=True)
+    updated_at = UTCDateTime(dump_only=True)
 
 
 class OrderEventSchema(Schema):

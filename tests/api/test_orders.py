@@ -25,7 +25,7 @@ ORDER_FIELDS = {
     "created_at",
     "updated_at",
 }
-ITEM_FIELDS = {"product_id", "quantity", "price"}
+ITEM_FIELDS = {"product_id", "quantity", "price", "created_at", "updated_at"}
 STATUSES = ["pending", "paid", "shipped", "delivered", "cancelled"]
 # The contract's status machine, written out here on purpose (not imported from the app).
 LEGAL_MOVES = {
@@ -114,6 +114,8 @@ def test_checkout(client, user, user_headers, admin_headers, body):
         assert order["shipping_address"] == body["json"]["shipping_address"]
     items = sorted(order["items"], key=lambda item: item["product_id"])
     assert all(ITEM_FIELDS <= set(item) for item in items)
+    # A line is written with its order: the same moment, as the response and a later read say.
+    assert {(i["created_at"], i["updated_at"]) for i in items} == {(order["created_at"],) * 2}
     assert [(i["product_id"], i["quantity"], i["price"]) for i in items] == sorted(
         [(pen.id, 3, "19.99"), (clip.id, 3, "0.10")]
     )
@@ -133,6 +135,7 @@ def test_checkout(client, user, user_headers, admin_headers, body):
     assert changed.status_code == 200
     again = _order(client, user_headers, order["id"])
     assert again["total_amount"] == "60.27"
+    assert {i["created_at"] for i in again["items"]} == {order["created_at"]}
     assert {item["product_id"]: item["price"] for item in again["items"]}[pen.id] == "19.99"
 
 

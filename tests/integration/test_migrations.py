@@ -95,6 +95,54 @@ def test_postgresql_upgrade_downgrade_upgrade(make_instance, scratch_postgres_ur
         db.engine.dispose()  # before the scratch database is dropped
 
 
+def _order_lines_take_their_order_time(instance: Flask) -> None:
+    """0007 gives the lines of orders placed before it their order's time, not the migration's."""
+    with instance.app_context():
+        upgrade(directory=MIGRATIONS, revision="0006_shipping_network")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, username, email, password_hash, created_at, updated_at) "
+                    "VALUES (1, 'old', 'old@example.com', 'x', :t, :t)"
+                ),
+                {"t": "2024-03-01 10:00:00+00:00"},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO orders (id, user_id, total_amount, created_at, updated_at) "
+                    "VALUES (7, 1, 2.00, :t, :t)"
+                ),
+                {"t": "2024-03-01 10:00:00+00:00"},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO order_items (order_id, product_name, quantity, price) "
+                    "VALUES (7, 'Kettle', 2, 1.00)"
+                )
+            )
+        upgrade(directory=MIGRATIONS)
+        with db.engine.connect() as connection:
+            created, updated = connection.execute(
+                text("SELECT created_at, updated_at FROM order_items WHERE order_id = 7")
+            ).one()
+        assert str(created).startswith("2024-03-01 10:00:00"), created
+        assert str(updated).startswith("2024-03-01 10:00:00"), updated
+        columns = {c["name"]: c for c in inspect(db.engine).get_columns("order_items")}
+        assert not columns["created_at"]["nullable"] and not columns["updated_at"]["nullable"]
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_order_line_timestamps_backfilled_on_sqlite(make_instance, tmp_path):
+    _order_lines_take_their_order_time(
+        make_instance(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'lines.db'}")
+    )
+
+
+def test_order_line_timestamps_backfilled_on_postgresql(make_instance, scratch_postgres_url):
+    _order_lines_take_their_order_time(make_instance(SQLALCHEMY_DATABASE_URI=scratch_postgres_url))
+
+
 def test_no_drift_between_models_and_migrated_postgresql(app_context):
     """Autogenerate against the migrated session database proposes nothing."""
     assert db.engine.dialect.name == "postgresql"
