@@ -17,6 +17,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter.errors import RateLimitExceeded
 from marshmallow import INCLUDE, Schema, fields
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,13 @@ def handle_database_unavailable(error: DBAPIError) -> Response:
     return handle_unexpected(error)
 
 
+def handle_pool_exhausted(error: PoolTimeout) -> Response:
+    # Every pooled connection stayed busy for DB_POOL_TIMEOUT: the instance is saturated, not
+    # broken. The client may retry; the alert on pool saturation tells the operator.
+    log.warning("database pool exhausted: %s", error)
+    return problem(503, "The shop is busy, try again shortly.", headers={"Retry-After": "2"})
+
+
 def handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error", exc_info=error)
     return problem(500, "An unexpected error occurred.")
@@ -237,4 +245,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, handle_rate_limit)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeout, handle_pool_exhausted)
     app.register_error_handler(Exception, handle_unexpected)

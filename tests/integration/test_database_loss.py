@@ -234,3 +234,23 @@ def test_a_busy_connection_is_not_pinged_and_a_dead_one_costs_a_retry(make_insta
     response = client.get(f"/api/categories/{category_id}/")
     assert response.status_code == 200, response.get_json()
     assert _retries() >= before + 1
+
+
+def test_an_exhausted_pool_is_503_with_retry_after_not_500(make_instance):
+    """Every connection of the pool busy for DB_POOL_TIMEOUT: a saturated instance, which the
+    client may retry, not a failure of the server."""
+    with make_instance().app_context():
+        product_id = ProductFactory(category_id=CategoryFactory().id).id
+    instance = make_instance(DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=1)
+    with instance.app_context():
+        held = db.engine.connect()  # the pool's only connection, taken
+        try:
+            response = instance.test_client().get(f"/api/products/{product_id}/")
+        finally:
+            held.close()
+        assert response.status_code == 503, response.get_json()
+        assert response.mimetype == "application/problem+json"
+        assert response.headers["Retry-After"] == "2"
+        # The connection back in the pool, the same read answers.
+        assert instance.test_client().get(f"/api/products/{product_id}/").status_code == 200
+        db.session.remove()
