@@ -16,10 +16,10 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # gevent's 100 to 1 whenever it runs several workers, to spread connections over them; but a
 # turn of a busy worker serves every ready connection first, so a burst of new connections (nginx
 # opening more upstream connections, clients arriving at once) waited one turn each: 64 new
-# connections to a loaded instance saw their first answer after a median of 390-470 ms, and
-# a 5 s wrk run at 64 connections had a p99 of 280-450 ms against 21-41 ms with 16 per turn, at
-# the same throughput and with connections still spread evenly (33/31) over two workers
-# (docs/performance_tuning.md, "Tail latency").
+# connections to a loaded instance saw their first answer after a median of 366 ms against 27 ms
+# with 16 per turn, and a 5 s wrk run at 64 connections had a p99 of 423 ms against 24 ms, at
+# the same throughput and with connections still spread evenly over two workers
+# (benchmarks/accept_burst.py; docs/performance_tuning.md, "Tail latency").
 gevent_max_accept = int(os.environ.get("GEVENT_MAX_ACCEPT", 16))
 
 
