@@ -8,7 +8,17 @@ from ecommerce.users.schemas import NAME_VALIDATOR, USERNAME_VALIDATOR, password
 
 
 class RegisterSchema(Schema):
-    username = fields.String(required=True, validate=USERNAME_VALIDATOR)
+    username = fields.String(
+        required=True,
+        validate=USERNAME_VALIDATOR,
+        # validate.And is opaque to the OpenAPI generator: the same rules, spelled out for it
+        metadata={
+            "description": "3-64 characters: letters, digits, '.', '_' or '-'",
+            "minLength": 3,
+            "maxLength": 64,
+            "pattern": "^[A-Za-z0-9_.-]+$",
+        },
+    )
     email = fields.Email(required=True, validate=validate.Length(max=254))
     password = password_field(required=True)
     first_name = fields.String(load_default="", validate=NAME_VALIDATOR)
