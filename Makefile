@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down patroni-up patroni-down patroni-status system-packages load load-saturate bench-targets
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down patroni-up patroni-down patroni-status system-packages load load-saturate bench-targets report
 
 help:
 	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
@@ -26,6 +26,9 @@ help:
 	@echo "make load         JMeter plans against the stack (starts it if needed); report in docs/load/"
 	@echo "make load-saturate  catalog and orders with no think time, 1 -> 64 threads: the knee (docs/load/saturation/)"
 	@echo "make bench-targets  the read targets through nginx, as ratios to /healthz (benchmarks/targets.py)"
+	@echo "make report       the project report, docs/report.pdf: docs/*.md, the models and a live run of the app"
+	@echo "                  (settings: REPORT_TITLE, REPORT_ORGANISATION for the title page's organisation,"
+	@echo "                  REPORT_DATE, REPORT_OUT for another path; scripts/report/build.py lists them all)"
 	@echo "make lint         ruff check"
 	@echo "make migrate      apply database migrations"
 	@echo "make seed         seed the demo catalog (SEED_PRODUCTS=$(SEED_PRODUCTS))"
@@ -103,7 +106,7 @@ system-packages:
 	scripts/system_packages.sh
 
 test: install-dev system-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --junitxml=run/test-results.xml $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
@@ -112,6 +115,11 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff format ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
 	$(BIN)/ruff check --fix ecommerce tests wsgi.py gunicorn.conf.py benchmarks scripts docker patroni jmeter
+
+# The project report (scripts/report/): the chapters from docs/, figures and tables from a live run
+# of the app (started and stopped here), the models' metadata and the committed benchmark outputs.
+report: install-dev system-packages
+	$(BIN)/python -m scripts.report.build
 
 bench-cache: install-dev
 	$(BIN)/python benchmarks/cache_vs_db.py

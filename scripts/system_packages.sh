@@ -4,6 +4,8 @@
 #   etcd-server, python3-venv      make patroni-up, the failover tests
 #   the shellcheck package         the checks of the shell scripts
 #   chromium                       the storefront's browser tests (Playwright drives it)
+#   graphviz (dot)                 make report: the architecture and ER diagrams
+#   libpangoft2-1.0-0              make report: WeasyPrint lays out text with Pango
 # `make test` runs it; without apt-get (or root), it says what is missing and goes on: the
 # tests that need a missing tool then say so.
 set -euo pipefail
@@ -20,6 +22,8 @@ have prometheus || missing+=(prometheus)
 have etcd || missing+=(etcd-server)
 have shellcheck || missing+=(shellcheck)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+have dot || missing+=(graphviz)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so.0 ' || missing+=(libpangoft2-1.0-0)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 ((${#missing[@]})) || exit 0
 if ((EUID != 0)) && ! command -v sudo >/dev/null; then
