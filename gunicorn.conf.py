@@ -3,9 +3,11 @@
 Every value can be overridden from the environment (the names in capitals below).
 """
 
+import json
 import multiprocessing
 import os
 import resource
+import uuid
 
 from gevent.server import StreamServer
 from gunicorn.workers import ggevent
@@ -29,12 +31,69 @@ class _BatchAcceptServer(StreamServer):
     max_accept = property(lambda self: gevent_max_accept, lambda self, _value: None)
 
 
+class _ErrorAnswer:
+    """Stands in for the client's socket while gunicorn writes its own error answer, so that
+    gunicorn keeps choosing the status (414, 431, 400, ...) and logging the refusal, and the
+    worker sends that status to the client as a problem instead of gunicorn's HTML page."""
+
+    def __init__(self):
+        self.written = b""
+
+    def gettimeout(self):
+        return 0.0
+
+    def sendall(self, data):
+        self.written += data
+
+
+# What a client is told, by status, when gunicorn refuses a request before the app sees it.
+_REFUSALS = {
+    400: "The request is malformed.",
+    414: "The request line (method, path and query string) is longer than the server takes.",
+    431: "A request header (a cookie, say) is larger than the server takes, or there are too many.",
+}
+
+
+def _problem_answer(written: bytes) -> bytes:
+    """gunicorn's answer (``HTTP/1.1 414 URI Too Long`` and an HTML page) as RFC 9457 JSON."""
+    try:
+        _, code, reason = written.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        status = int(code)
+    except ValueError:
+        status, reason = 500, "Internal Server Error"
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": reason,
+            "status": status,
+            "detail": _REFUSALS.get(status, reason + "."),
+            "request_id": uuid.uuid4().hex,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
 class GeventWorker(ggevent.GeventWorker):
-    """gunicorn's gevent worker, with servers that accept GEVENT_MAX_ACCEPT connections per turn."""
+    """gunicorn's gevent worker, with servers that accept GEVENT_MAX_ACCEPT connections per turn,
+    and its own error answers (a request line or header it refuses) in application/problem+json
+    like every answer of the app (without nginx in front, as `make run` serves, they reach the
+    client as they are)."""
 
     def run(self):
         ggevent.StreamServer = _BatchAcceptServer  # this worker process's servers only
         super().run()
+
+    def handle_error(self, req, client, addr, exc):
+        answer = _ErrorAnswer()
+        super().handle_error(req, answer, addr, exc)
+        try:
+            client.sendall(_problem_answer(answer.written))
+        except OSError:
+            self.log.debug("Failed to send the error answer.")
 
 
 worker_class = GeventWorker

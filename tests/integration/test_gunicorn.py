@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -71,6 +73,44 @@ def test_gevent_workers_serve_the_api(server, catalog):
         responses = list(pool.map(lambda path: server.get(path, timeout=20), paths))
     assert [r.status_code for r in responses] == [200] * 50
     assert "Traceback" not in server.log()
+
+
+def _assert_refusal_problem(response, status: int) -> None:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status and problem["title"] and problem["detail"], problem
+    assert re.fullmatch(r"[0-9a-f]{32}", problem["request_id"]), problem
+    assert "<html>" not in response.text
+
+
+def test_requests_gunicorn_refuses_get_problems_too(server, catalog):
+    """A request line or header past gunicorn's limits never reaches the app: gunicorn answers it
+    itself, and the worker of gunicorn.conf.py makes that answer a problem like the app's."""
+    _assert_refusal_problem(server.get("/api/products/", params={"q": "a" * 5000}), 414)
+    _assert_refusal_problem(server.get("/healthz", headers={"Cookie": "session=" + "b" * 8192}), 431)
+    too_many = {f"X-Header-{n}": "1" for n in range(120)}  # gunicorn takes 100 fields
+    _assert_refusal_problem(server.get("/healthz", headers=too_many), 431)
+
+    # A header line without a colon, which no HTTP client library sends.
+    address = urlsplit(server.base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=5) as raw:
+        raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: shop\r\nNot a header\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"Content-Type: application/problem+json" in head
+    assert b'"status": 400' in body
+
+    # Below gunicorn's limit the app judges: a search term longer than 200 characters is a 422.
+    long_search = server.get("/api/products/", params={"q": "a" * 300})
+    assert long_search.status_code == 422
+    assert long_search.headers["Content-Type"] == "application/problem+json"
+    assert "q" in long_search.json()["errors"]
+    # The workers are still serving.
+    assert server.get(f"/api/products/{catalog[0]}/").status_code == 200
 
 
 def test_database_waits_are_cooperative(app, server, catalog):

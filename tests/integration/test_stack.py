@@ -516,6 +516,23 @@ def test_nginx_limits_bursts_on_auth_with_a_problem(stack):
     assert {r.status_code for r in responses} <= {401, 429}
 
 
+def test_requests_too_large_for_nginx_or_gunicorn_get_problems(stack):
+    """Whichever of nginx and gunicorn refuses a request line or header, the client gets a
+    problem: a 5,000-character query string passes nginx and is refused by gunicorn (414), a
+    10,000-character one by nginx (414), an 8 KB cookie by nginx (431)."""
+    for response, status in (
+        (stack.get("/api/products/", params={"q": "a" * 5000}), 414),
+        (stack.get("/api/products/", params={"q": "a" * 10000}), 414),
+        (stack.get("/healthz", headers={"Cookie": "session=" + "b" * 8192}), 431),
+    ):
+        assert response.status_code == status, (status, response.text[:300])
+        assert response.headers["Content-Type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["status"] == status and problem["detail"], problem
+        assert "<html>" not in response.text
+    assert stack.get("/api/products/", params={"q": "a" * 300}).status_code == 422
+
+
 def test_a_post_that_reached_an_instance_is_not_retried(stack):
     """app1 frozen: a POST that nginx sent to it times out (504) and is not sent to app2; a GET
     sent to it is tried again on app2 and answered."""
