@@ -157,7 +157,7 @@ class Config:
     RATELIMIT_DEFAULT = env_str("RATELIMIT_DEFAULT")
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEADERS_ENABLED = True
-    RATELIMIT_STRATEGY = "moving-window"
+    RATELIMIT_STRATEGY = env_str("RATELIMIT_STRATEGY", "moving-window")
     RATELIMIT_KEY_PREFIX = env_str("RATELIMIT_KEY_PREFIX", "ecommerce-rl")
 
     # Background jobs (Huey): Redis when REDIS_URL is set, else a SQLite queue in instance/.
