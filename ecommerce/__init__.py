@@ -19,9 +19,10 @@ from ecommerce.core.db.failover import dispatch_with_retry
 from ecommerce.core.events import init_events
 from ecommerce.core.logs import configure_logging
 from ecommerce.core.media import MEDIA_MAX_AGE, init_media
+from ecommerce.core.ratelimit import init_limits
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
-from ecommerce.extensions import api, cache, db, jwt, limiter, metrics, migrate
+from ecommerce.extensions import api, cache, client_ip, db, jwt, limiter, metrics, migrate
 from ecommerce.middleware import register_middleware
 from ecommerce.payments.gateway import init_gateway
 from ecommerce.tasks import configure_queue
@@ -109,7 +110,7 @@ def register_extensions(app: Flask) -> None:
     jwt.init_app(app)
     cache.init_app(app)
     init_local_cache(app)
-    limiter.init_app(app)
+    init_limits(app, limiter, app.extensions.get("redis"), client=client_ip)
     metrics.init_app(app)
     init_gateway(app)
     configure_queue(app)

@@ -152,9 +152,11 @@ class Config:
     PASSWORD_HASH_MEMORY_KIB = env_int("PASSWORD_HASH_MEMORY_KIB", 65536)
     PASSWORD_HASH_PARALLELISM = env_int("PASSWORD_HASH_PARALLELISM", 2)
 
-    # Rate limits (Flask-Limiter reads RATELIMIT_* itself).
+    # Rate limits. Flask-Limiter reads RATELIMIT_* itself for the routes' own limits (login,
+    # registration); RATELIMIT_DEFAULT, on every route, is counted by core/ratelimit.py.
     AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10/minute")
     RATELIMIT_DEFAULT = env_str("RATELIMIT_DEFAULT")
+    RATELIMIT_SYNC_SECONDS = env_float("RATELIMIT_SYNC_SECONDS", 0.1)
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_STRATEGY = env_str("RATELIMIT_STRATEGY", "moving-window")

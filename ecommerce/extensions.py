@@ -15,6 +15,7 @@ from sqlalchemy import MetaData
 from ecommerce.config import METRICS_MULTIPROCESS
 from ecommerce.core.db.session import RoutingSession
 from ecommerce.core.metrics import MultiprocessMetrics
+from ecommerce.core.ratelimit import EXEMPT_ENDPOINTS
 from ecommerce.errors import ProblemJsonPlugin, ProblemSchema
 
 # Deterministic constraint names, so migrations can drop and alter them on every backend.
@@ -53,7 +54,7 @@ limiter = Limiter(key_func=client_ip)
 @limiter.request_filter
 def _probes_and_metrics_are_never_limited() -> bool:
     # A 429 would fail a health probe or leave a hole in the metrics; nginx keeps /metrics private.
-    return request.endpoint in {"health.LivenessView", "health.ReadinessView", "prometheus_metrics"}
+    return request.endpoint in EXEMPT_ENDPOINTS
 
 
 # Under gunicorn with PROMETHEUS_MULTIPROC_DIR set, every worker writes its samples to that

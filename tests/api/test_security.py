@@ -19,7 +19,7 @@ import pytest
 from ecommerce import create_app
 from ecommerce.config import DEV_SECRET, ProductionConfig, TestingConfig
 from tests.factories import ProductFactory
-from tests.helpers import assert_problem, bearer, login
+from tests.helpers import assert_problem, bearer, clear_of_a_minute_edge, login
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGISTER = "/api/auth/register/"
@@ -94,6 +94,7 @@ def test_security_headers_on_every_kind_of_answer(client, user, user_headers):
 
 
 def test_rate_limited_and_server_error_answers_carry_the_headers_too(build_app):
+    clear_of_a_minute_edge()
     instance = build_app(RATELIMIT_DEFAULT="1/minute")
 
     @instance.route("/boom")
@@ -312,6 +313,7 @@ def _assert_rate_limited(response) -> None:
 
 
 def test_global_limit_per_address(build_app):
+    clear_of_a_minute_edge()
     client = build_app(RATELIMIT_DEFAULT="5/minute").test_client()
     for _ in range(5):
         assert client.get("/api/categories/").status_code == 200
@@ -322,6 +324,7 @@ def test_global_limit_per_address(build_app):
 
 
 def test_probes_and_metrics_are_never_limited(build_app):
+    clear_of_a_minute_edge()
     client = build_app(RATELIMIT_DEFAULT="5/minute").test_client()
     for _ in range(12):
         for path in ("/healthz", "/readyz", "/metrics"):
@@ -332,6 +335,7 @@ def test_probes_and_metrics_are_never_limited(build_app):
 
 def test_forwarded_for_is_ignored_without_a_trusted_proxy(build_app):
     """TRUSTED_PROXY_HOPS=0: a client can't claim another address to dodge the limit."""
+    clear_of_a_minute_edge()
     client = build_app(RATELIMIT_DEFAULT="5/minute", TRUSTED_PROXY_HOPS=0).test_client()
     for number in range(5):
         response = client.get("/api/categories/", headers={"X-Forwarded-For": f"203.0.113.{number}"})
@@ -342,6 +346,7 @@ def test_forwarded_for_is_ignored_without_a_trusted_proxy(build_app):
 def test_forwarded_for_names_the_client_behind_one_trusted_proxy(build_app):
     """TRUSTED_PROXY_HOPS=1 (nginx): the address nginx appended is the client, whatever the client
     itself put in front of it."""
+    clear_of_a_minute_edge()
     client = build_app(RATELIMIT_DEFAULT="5/minute", TRUSTED_PROXY_HOPS=1).test_client()
     for _ in range(5):
         assert client.get("/api/categories/", headers={"X-Forwarded-For": "198.51.100.7"}).status_code == 200
