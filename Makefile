@@ -13,13 +13,14 @@ PYTEST_ARGS ?=
 export FLASK_APP := wsgi.py
 export PORT
 
-.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down patroni-up patroni-down patroni-status system-packages load load-saturate bench-targets report
+.PHONY: help install install-dev run serve worker migrate seed test lint format bench-cache bench-checkout bench-payments clean stack stack-down stack-reload patroni-up patroni-down patroni-status system-packages load load-saturate bench-targets report
 
 help:
 	@echo "make run          install, migrate, seed; serve on http://127.0.0.1:$(PORT) with a worker"
 	@echo "make worker       the background worker alone (WORKERS=$(WORKERS) threads)"
 	@echo "make stack        nginx on http://127.0.0.1:8080 in front of two app instances, a worker and Prometheus"
 	@echo "make stack-down   stop everything make stack started"
+	@echo "make stack-reload migrate, restart the stack's instances one at a time (out of nginx meanwhile), then its worker"
 	@echo "make patroni-up   etcd and three Patroni-managed PostgreSQL nodes (5433-5435, REST 8008-8010)"
 	@echo "make patroni-down stop them (make patroni-status: members, roles, lag)"
 	@echo "make test         install test requirements and run the test suite"
@@ -70,12 +71,16 @@ serve: install
 worker: install
 	exec $(BIN)/huey_consumer ecommerce.worker.huey -k thread -w $(WORKERS)
 
-# The production-like local stack (no Docker): scripts/stack.sh up|down|status, STACK_* variables.
+# The production-like local stack (no Docker): scripts/stack.sh up|down|status|reload, STACK_* variables.
 stack: install
 	scripts/stack.sh up
 
 stack-down:
 	scripts/stack.sh down
+
+# New code, new processes: each instance out of nginx's upstream, restarted, back; then the worker.
+stack-reload:
+	scripts/stack.sh reload
 
 # The PostgreSQL cluster (no Docker): scripts/patroni.sh up|down|status|env|crash|start|switchover.
 # Point the app at it with: eval "$$(scripts/patroni.sh env)"; export DATABASE_URL DATABASE_REPLICA_URL

@@ -8,6 +8,9 @@
 #                             if missing, migrate, seed, start everything, wait until nginx answers
 #   scripts/stack.sh down     stop exactly what `up` started (the PID files in STACK_DIR/pids)
 #   scripts/stack.sh status   what runs
+#   scripts/stack.sh reload   migrate, then restart the app instances one at a time (new code, new
+#                             processes), each out of nginx's upstream while it restarts, then the
+#                             worker; clients go on being served (see reload() below)
 #
 # Environment (defaults):
 #   STACK_PORT=8080  STACK_APP_PORTS="8001 8002"  STACK_WORKER_METRICS_PORT=9101
@@ -15,8 +18,12 @@
 #   DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ecommerce_stack  REDIS_URL=redis://127.0.0.1:6379/1
 #   STACK_SEED_PRODUCTS=1000  STACK_BOOT_TIMEOUT=60 (s)  STACK_STOP_TIMEOUT=30 (s)
 #   STACK_PROXY_READ_TIMEOUT=35 (s, nginx's proxy_read_timeout)
+#   STACK_DRAIN_TIMEOUT=STACK_PROXY_READ_TIMEOUT+5 (s, reload: how long nginx may go on with the
+#   requests it holds on an instance taken out of its upstream)
 # Every other app setting (AUTH_RATE_LIMIT, WEB_CONCURRENCY, LOG_LEVEL, APP_ENV, ...) is passed
 # through. APP_ENV defaults to production, with a SECRET_KEY made once into STACK_DIR/secret_key.
+# `up` saves the environment it gives the processes in STACK_DIR/env; `reload` starts the new
+# processes with exactly that environment, whatever the calling shell holds.
 #
 # Every process is started in a session of its own (setsid), so its PID is also the process
 # group of its children (gunicorn's workers, nginx's workers). A PID file holds "PID STARTTIME":
@@ -45,6 +52,8 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/1}
 STACK_DIR=${STACK_DIR%/}
 PIDS="$STACK_DIR/pids"
 PORTS_FILE="$STACK_DIR/ports.env"
+ENV_FILE="$STACK_DIR/env"
+NGINX_CONF="$STACK_DIR/nginx.conf"
 LOGS="$STACK_DIR/logs"
 BIN="$ROOT/.venv/bin"
 PY="$BIN/python"
@@ -75,44 +84,60 @@ pid_names() {
   echo "${names[@]}"
 }
 
-# stop_all: SIGTERM (SIGINT for Huey: finish the running jobs) by PID, wait, then SIGKILL what
-# is left of each process group.
+# send_stop NAME: SIGTERM (SIGINT for Huey: finish the running jobs) to the process of NAME's
+# PID file, or to what is left of its process group when the leader is gone. Sets STOP_PGID to
+# the process group to wait for (empty when nothing runs).
+send_stop() {
+  local name=$1 state pid
+  STOP_PGID=
+  read -r state pid < <(leader "$PIDS/$name.pid") || state=none
+  if [[ $state == running ]]; then
+    case $name in worker) kill -INT "$pid" ;; *) kill -TERM "$pid" ;; esac 2>/dev/null || true
+    kill -CONT -- "-$pid" 2>/dev/null || true # a stopped (SIGSTOP) process acts on it only now
+    say "stopping $name (pid $pid)"
+    STOP_PGID=$pid
+  elif [[ $state == gone && -n $(group_members "$pid") ]]; then
+    # The leader was killed; its workers may still run. While they do, their group keeps
+    # its PID from being reused: they are ours.
+    say "$name (pid $pid) is gone; stopping what is left of its process group"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    kill -CONT -- "-$pid" 2>/dev/null || true
+    STOP_PGID=$pid
+  else
+    say "$name is not running"
+  fi
+}
+
+# reap PGID...: wait STACK_STOP_TIMEOUT for these process groups to end, then SIGKILL what is left.
+reap() {
+  local pid left
+  (($#)) || return 0
+  wait_groups "$STACK_STOP_TIMEOUT" "$@" && return 0
+  for pid in "$@"; do
+    left=$(group_members "$pid" | tr '\n' ' ')
+    if [[ -n $left ]]; then
+      say "process group $pid still running after ${STACK_STOP_TIMEOUT}s: SIGKILL ($left)"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  done
+  wait_groups 5 "$@" || die "process groups still running: $*"
+}
+
+# stop_all: send_stop to every process, nginx first (waited for: no new requests), then reap.
 stop_all() {
-  local names name state pid pgids=() left
+  local names name pgids=()
   read -ra names <<<"$(pid_names)"
   if ((${#names[@]} == 0)); then
     say "nothing to stop (no PID files in $PIDS)"
     return 0
   fi
   for name in "${names[@]}"; do
-    read -r state pid < <(leader "$PIDS/$name.pid") || state=none
-    if [[ $state == running ]]; then
-      case $name in worker) kill -INT "$pid" ;; *) kill -TERM "$pid" ;; esac 2>/dev/null || true
-      kill -CONT -- "-$pid" 2>/dev/null || true # a stopped (SIGSTOP) process acts on it only now
-      say "stopping $name (pid $pid)"
-      pgids+=("$pid")
-      if [[ $name == nginx ]]; then wait_groups 5 "$pid" || true; fi
-    elif [[ $state == gone && -n $(group_members "$pid") ]]; then
-      # The leader was killed; its workers may still run. While they do, their group keeps
-      # its PID from being reused: they are ours.
-      say "$name (pid $pid) is gone; stopping what is left of its process group"
-      kill -TERM -- "-$pid" 2>/dev/null || true
-      kill -CONT -- "-$pid" 2>/dev/null || true
-      pgids+=("$pid")
-    else
-      say "$name is not running"
-    fi
+    send_stop "$name"
+    [[ -n $STOP_PGID ]] || continue
+    pgids+=("$STOP_PGID")
+    if [[ $name == nginx ]]; then wait_groups 5 "$STOP_PGID" || true; fi
   done
-  if ((${#pgids[@]})) && ! wait_groups "$STACK_STOP_TIMEOUT" "${pgids[@]}"; then
-    for pid in "${pgids[@]}"; do
-      left=$(group_members "$pid" | tr '\n' ' ')
-      if [[ -n $left ]]; then
-        say "process group $pid still running after ${STACK_STOP_TIMEOUT}s: SIGKILL ($left)"
-        kill -KILL -- "-$pid" 2>/dev/null || true
-      fi
-    done
-    wait_groups 5 "${pgids[@]}" || die "process groups still running: ${pgids[*]}"
-  fi
+  reap "${pgids[@]}"
   for name in "${names[@]}"; do rm -f "$PIDS/$name.pid"; done
   return 0
 }
@@ -173,6 +198,29 @@ app_names() {
   done
 }
 
+check_nginx_conf() {
+  "$NGINX" -t -q -c "$NGINX_CONF" -p "$STACK_DIR/" -e "$LOGS/nginx-error.log" \
+    || die "nginx -t failed on $NGINX_CONF"
+}
+
+# start_app NAME PORT, start_worker: one app instance, the Huey consumer, with the environment
+# of the stack (PROCESS_ENV: nothing more in `up`, which exports it; `reload` sets it from
+# ENV_FILE) and the settings of their own.
+start_app() {
+  local name=$1 port=$2
+  rm -rf "${STACK_DIR:?}/metrics/$name"
+  mkdir -p "$STACK_DIR/metrics/$name"
+  start "$name" "$LOGS/$name.log" env "${PROCESS_ENV[@]}" INSTANCE_NAME="$name" HOST=127.0.0.1 PORT="$port" \
+    TRUSTED_PROXY_HOPS=1 PROMETHEUS_MULTIPROC_DIR="$STACK_DIR/metrics/$name" \
+    "$BIN/gunicorn" --config gunicorn.conf.py wsgi:app
+}
+
+start_worker() {
+  start worker "$LOGS/worker.log" env "${PROCESS_ENV[@]}" WORKER_METRICS_HOST=127.0.0.1 \
+    WORKER_METRICS_PORT="$STACK_WORKER_METRICS_PORT" \
+    "$BIN/huey_consumer" ecommerce.worker.huey -k thread -w "$WORKERS"
+}
+
 up() {
   local running
   running=$(status_lines | grep -c ' running' || true)
@@ -189,9 +237,11 @@ up() {
 
   mkdir -p "$STACK_DIR" "$PIDS" "$LOGS" "$STACK_DIR/prometheus-data"
   rm -f "$PIDS"/*.pid
-  # `status` shows the ports this stack really uses, whatever the environment says later.
-  printf 'STACK_PORT=%q\nSTACK_APP_PORTS=%q\nSTACK_WORKER_METRICS_PORT=%q\nSTACK_PROMETHEUS_PORT=%q\n' \
-    "$STACK_PORT" "$STACK_APP_PORTS" "$STACK_WORKER_METRICS_PORT" "$STACK_PROMETHEUS_PORT" >"$PORTS_FILE"
+  # `status` and `reload` use the ports (and nginx's read timeout) this stack really has,
+  # whatever the environment says later.
+  printf 'STACK_PORT=%q\nSTACK_APP_PORTS=%q\nSTACK_WORKER_METRICS_PORT=%q\nSTACK_PROMETHEUS_PORT=%q\nSTACK_PROXY_READ_TIMEOUT=%q\n' \
+    "$STACK_PORT" "$STACK_APP_PORTS" "$STACK_WORKER_METRICS_PORT" "$STACK_PROMETHEUS_PORT" \
+    "$STACK_PROXY_READ_TIMEOUT" >"$PORTS_FILE"
   if [[ -z ${SECRET_KEY:-} ]]; then
     [[ -s $STACK_DIR/secret_key ]] || (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(48))' >"$STACK_DIR/secret_key")
     SECRET_KEY=$(<"$STACK_DIR/secret_key")
@@ -203,17 +253,20 @@ up() {
   # Product pictures: written by the instances, served by nginx itself (alias in nginx.conf).
   export MEDIA_ROOT=${MEDIA_ROOT:-$STACK_DIR/media}
   mkdir -p "$MEDIA_ROOT"
+  WORKERS=${WORKERS:-4} # the worker's threads (not exported unless it came so)
+  # What every process gets, for `reload` to start its successors alike (SECRET_KEY: mode 600).
+  (umask 077 && env -0 >"$ENV_FILE")
+  PROCESS_ENV=()
 
-  render nginx.conf "$STACK_DIR/nginx.conf"
+  render nginx.conf "$NGINX_CONF"
   if ((EUID == 0)); then
     # Started by root, nginx would run its workers as nobody, who may not reach STACK_DIR (under
     # /root, or a 0700 temporary folder) for its temp files and cache. Every process of the
     # stack runs as the user who started it; so do nginx's workers.
-    sed -i '1i user root;' "$STACK_DIR/nginx.conf"
+    sed -i '1i user root;' "$NGINX_CONF"
   fi
   render prometheus.yml "$STACK_DIR/prometheus.yml"
-  "$NGINX" -t -q -c "$STACK_DIR/nginx.conf" -p "$STACK_DIR/" -e "$LOGS/nginx-error.log" \
-    || die "nginx -t failed on $STACK_DIR/nginx.conf"
+  check_nginx_conf
   if [[ -x $PROMTOOL ]]; then
     "$PROMTOOL" check config "$STACK_DIR/prometheus.yml" >"$LOGS/promtool.log" 2>&1 \
       || { cat "$LOGS/promtool.log" >&2; die "promtool check config failed on $STACK_DIR/prometheus.yml"; }
@@ -227,22 +280,17 @@ up() {
   trap 'say "start failed: stopping what was started"; stop_all >&2' EXIT
   local name port urls=()
   while read -r name port; do
-    rm -rf "${STACK_DIR:?}/metrics/$name"
-    mkdir -p "$STACK_DIR/metrics/$name"
-    start "$name" "$LOGS/$name.log" env INSTANCE_NAME="$name" HOST=127.0.0.1 PORT="$port" \
-      TRUSTED_PROXY_HOPS=1 PROMETHEUS_MULTIPROC_DIR="$STACK_DIR/metrics/$name" \
-      "$BIN/gunicorn" --config gunicorn.conf.py wsgi:app
+    start_app "$name" "$port"
     urls+=("http://127.0.0.1:$port/healthz")
   done < <(app_names)
-  start worker "$LOGS/worker.log" env WORKER_METRICS_HOST=127.0.0.1 WORKER_METRICS_PORT="$STACK_WORKER_METRICS_PORT" \
-    "$BIN/huey_consumer" ecommerce.worker.huey -k thread -w "${WORKERS:-4}"
+  start_worker
   start prometheus "$LOGS/prometheus.log" "$PROMETHEUS" --config.file="$STACK_DIR/prometheus.yml" \
     --storage.tsdb.path="$STACK_DIR/prometheus-data" --storage.tsdb.retention.time=7d \
     --web.listen-address="127.0.0.1:$STACK_PROMETHEUS_PORT"
   urls+=("http://127.0.0.1:$STACK_WORKER_METRICS_PORT/metrics" "http://127.0.0.1:$STACK_PROMETHEUS_PORT/-/ready")
   wait_for "${urls[@]}"
 
-  start nginx "$LOGS/nginx-error.log" "$NGINX" -c "$STACK_DIR/nginx.conf" -p "$STACK_DIR/" \
+  start nginx "$LOGS/nginx-error.log" "$NGINX" -c "$NGINX_CONF" -p "$STACK_DIR/" \
     -e "$LOGS/nginx-error.log" -g "daemon off;"
   wait_for "http://127.0.0.1:$STACK_PORT/healthz"
   trap - EXIT
@@ -266,6 +314,210 @@ wait_for() {
     tail -n 15 "$log" >&2
   done
   die "the stack did not come up"
+}
+
+# -- reload ---------------------------------------------------------------------------------
+#
+# Migrations first (`flask db upgrade`, as docker/deploy.sh does: they must suit the running code
+# too); if they fail, nothing else is touched. Then the app instances are restarted one at a
+# time, each taken out of nginx's upstream first:
+#   1. its server line in STACK_DIR/nginx.conf gets "down" (the instance restarted before it is
+#      put back in the same edit), nginx -t, SIGHUP to nginx's master;
+#   2. wait until that reload has taken effect: workers of the new configuration run, and every
+#      worker of the old one is gone or "shutting down" (it accepts no connection any more,
+#      finishes the requests it holds, closes its idle connections to the instances, and exits);
+#   3. wait until no nginx process holds a connection to the instance (at most
+#      STACK_DRAIN_TIMEOUT: past nginx's proxy_read_timeout only live event streams can be left;
+#      the instance's shutdown ends them and their clients reconnect, to another instance);
+#   4. SIGTERM to its gunicorn master, whose workers finish what they hold (graceful_timeout),
+#      waited for (SIGKILL after STACK_STOP_TIMEOUT), as `down` does;
+#   5. a new instance on the same port, with the environment `up` gave the first (ENV_FILE),
+#      waited for until its /readyz answers 200 (it reaches the database and Redis); its PID
+#      file is rewritten, so `status` and `down` know it.
+# Then the last instance is put back, and the worker is restarted: SIGINT (it finishes its
+# running jobs), a new consumer, waited for until its metrics answer; jobs queued meanwhile wait
+# in Redis. nginx is reloaded, never restarted; Prometheus is not touched. If an instance does
+# not become ready, the reload stops there, with that instance out of nginx's upstream and the
+# others serving.
+
+# upstream_flag PORT up|down: NGINX_CONF's upstream server 127.0.0.1:PORT without or with "down".
+upstream_flag() {
+  local line="^[[:space:]]*server 127\\.0\\.0\\.1:$1 "
+  grep -Eq "$line" "$NGINX_CONF" || die "no upstream server 127.0.0.1:$1 in $NGINX_CONF"
+  if [[ $2 == down ]]; then
+    sed -i -E "/$line/{s/ down;/;/;s/;/ down;/}" "$NGINX_CONF"
+  else
+    sed -i -E "/$line/s/ down;/;/" "$NGINX_CONF"
+  fi
+}
+
+in_upstream() { ! grep -Eq "^[[:space:]]*server 127\\.0\\.0\\.1:$1 [^;]* down;" "$NGINX_CONF"; }
+
+proc_title() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
+
+# nginx_reload: NGINX_CONF checked, then applied (SIGHUP), waited for until it has taken effect.
+nginx_reload() {
+  local master pid old=() deadline
+  master=$(ours "$PIDS/nginx.pid") || die "nginx is not running (scripts/stack.sh status)"
+  check_nginx_conf
+  for pid in $(group_members "$master"); do
+    if [[ $(proc_title "$pid") == *"worker process"* ]]; then old+=("$pid"); fi
+  done
+  kill -HUP "$master"
+  deadline=$((SECONDS + 10))
+  until nginx_reloaded "$master" "${old[@]}"; do
+    ((SECONDS < deadline)) || die "nginx did not take its new configuration within 10s (see $LOGS/nginx-error.log)"
+    sleep 0.1
+  done
+}
+
+# nginx_reloaded MASTER OLD_WORKER...: each old worker is gone or shutting down, and a worker of
+# the new configuration runs.
+nginx_reloaded() {
+  local master=$1 pid title fresh=0
+  shift
+  for pid in "$@"; do
+    title=$(proc_title "$pid") || continue # gone
+    [[ -z $title || $title == *"shutting down"* ]] || return 1
+  done
+  for pid in $(group_members "$master"); do
+    [[ " $* " == *" $pid "* ]] && continue
+    title=$(proc_title "$pid") || continue
+    if [[ $title == *"worker process"* && $title != *"shutting down"* ]]; then fresh=1; fi
+  done
+  ((fresh))
+}
+
+# nginx_connections PORT: how many TCP connections nginx's processes hold open to 127.0.0.1:PORT.
+nginx_connections() {
+  local master pid dirs=() inodes
+  master=$(ours "$PIDS/nginx.pid") || die "nginx is not running (scripts/stack.sh status)"
+  for pid in $(group_members "$master"); do dirs+=("/proc/$pid/fd"); done
+  inodes=$({ find "${dirs[@]}" -maxdepth 1 -lname 'socket:*' -printf '%l\n' 2>/dev/null || true; } | tr -dc '0-9\n')
+  # /proc/net/tcp: rem_address is field 3 (hex, 127.0.0.1 is 0100007F), st field 4 (01
+  # established, 02 connecting), inode field 10.
+  awk -v peer="$(printf '0100007F:%04X' "$1")" '
+    NR == FNR { ours[$1] = 1; next }
+    FNR > 1 && $3 == peer && ($4 == "01" || $4 == "02") && ($10 in ours) { n++ }
+    END { print n + 0 }' <(echo "$inodes") /proc/net/tcp
+}
+
+# nginx_drain NAME PORT: until nginx holds no connection to the instance, or STACK_DRAIN_TIMEOUT.
+nginx_drain() {
+  local open deadline=$((SECONDS + STACK_DRAIN_TIMEOUT))
+  while open=$(nginx_connections "$2") && ((open > 0)); do
+    if ((SECONDS >= deadline)); then
+      say "$1: nginx still holds $open connection(s) to it after ${STACK_DRAIN_TIMEOUT}s (live event streams?): stopping it anyway"
+      return 0
+    fi
+    sleep 0.1
+  done
+}
+
+# load_env: PROCESS_ENV from ENV_FILE (what `up` gave the processes), and the worker's threads.
+load_env() {
+  local saved=() entry
+  [[ -s $ENV_FILE ]] || die "no $ENV_FILE (the stack was started by an older scripts/stack.sh): restart it once (make stack-down; make stack)"
+  mapfile -d '' -t saved <"$ENV_FILE"
+  PROCESS_ENV=(-i "${saved[@]}")
+  WORKERS=4
+  for entry in "${saved[@]}"; do
+    if [[ $entry == WORKERS=* ]]; then WORKERS=${entry#WORKERS=}; fi
+  done
+}
+
+# restart NAME [PORT]: stop the process gracefully and start its successor (STARTED_PIDS[0]).
+restart() {
+  send_stop "$1"
+  if [[ -n $STOP_PGID ]]; then reap "$STOP_PGID"; fi
+  rm -f "$PIDS/$1.pid"
+  STARTED_PIDS=()
+  # Not the reload's lock (fd 9): the new process would hold it for as long as it runs.
+  if [[ $1 == worker ]]; then start_worker 9>&-; else start_app "$1" "$2" 9>&-; fi
+}
+
+# ready NAME URL: until URL answers 200 while the new process runs.
+ready() {
+  "$PY" "$CHECKS" wait "$STACK_BOOT_TIMEOUT" "${STARTED_PIDS[0]}" "$2" && return 0
+  tail -n 30 "$LOGS/$1.log" >&2
+  die "$1 did not answer $2 within ${STACK_BOOT_TIMEOUT}s (its log: $LOGS/$1.log)"
+}
+
+reload_failed() {
+  local left
+  left=$(grep -E '^[[:space:]]*server .* down;' "$NGINX_CONF" 2>/dev/null | sed -E 's/^[[:space:]]*server ([^ ]+).*/\1/' | tr '\n' ' ')
+  say "reload failed; out of nginx's upstream: ${left:-none}(scripts/stack.sh status; a new reload puts them back)"
+}
+
+# answers PORT: the instance on PORT answers /readyz with 200 (within 5 s).
+answers() { "$PY" "$CHECKS" wait 5 "" "http://127.0.0.1:$1/readyz" 2>/dev/null; }
+
+reload() {
+  local names=() ports=() out_names=() out_ports=() name port i other previous="" serving back=0
+  local started=$SECONDS
+  [[ -f $PORTS_FILE ]] || die "no stack in $STACK_DIR to reload (make stack)"
+  ours "$PIDS/nginx.pid" >/dev/null || die "nginx is not running (scripts/stack.sh status): reload needs a running stack (make stack)"
+  # The instances out of nginx's upstream (left so by a failed reload) first: they serve no one.
+  while read -r name port; do
+    if in_upstream "$port"; then
+      names+=("$name")
+      ports+=("$port")
+    else
+      out_names+=("$name")
+      out_ports+=("$port")
+    fi
+  done < <(app_names)
+  names=("${out_names[@]}" "${names[@]}")
+  ports=("${out_ports[@]}" "${ports[@]}")
+  ((${#names[@]} >= 2)) || die "reload takes the instances out of nginx's upstream one at a time: it needs two or more (STACK_APP_PORTS)"
+  load_env
+  exec 9>"$STACK_DIR/reload.lock"
+  flock -n 9 || die "another reload of this stack is running"
+  STACK_DRAIN_TIMEOUT=${STACK_DRAIN_TIMEOUT:-$((STACK_PROXY_READ_TIMEOUT + 5))}
+  say "migrating ($LOGS/setup.log)"
+  env "${PROCESS_ENV[@]}" "$BIN/flask" db upgrade >>"$LOGS/setup.log" 2>&1 \
+    || { tail -n 30 "$LOGS/setup.log" >&2; die "migrations failed; nothing was restarted"; }
+  trap reload_failed EXIT
+  # One that is out but ready goes back in now.
+  for port in "${ports[@]}"; do
+    if ! in_upstream "$port" && answers "$port"; then
+      upstream_flag "$port" up
+      back=1
+    fi
+  done
+  if ((back)); then nginx_reload; fi
+
+  for i in "${!names[@]}"; do
+    name=${names[i]} port=${ports[i]}
+    if [[ -n $previous ]]; then upstream_flag "$previous" up; fi
+    # Another instance stays in nginx's upstream, and is ready, while this one is out.
+    serving=""
+    for other in "${ports[@]}"; do
+      if [[ $other != "$port" ]] && in_upstream "$other" && answers "$other"; then
+        serving=$other
+        break
+      fi
+    done
+    [[ -n $serving ]] || die "$name: no other instance is in nginx's upstream and ready; not taking $name out"
+    upstream_flag "$port" down
+    nginx_reload
+    say "$name: out of nginx's upstream; waiting for the requests nginx holds on it"
+    nginx_drain "$name" "$port"
+    restart "$name" "$port"
+    ready "$name" "http://127.0.0.1:$port/readyz"
+    say "$name: restarted (pid ${STARTED_PIDS[0]}), ready"
+    previous=$port
+  done
+  upstream_flag "$previous" up
+  nginx_reload
+  say "every instance is back in nginx's upstream"
+
+  restart worker
+  ready worker "http://127.0.0.1:$STACK_WORKER_METRICS_PORT/metrics"
+  say "worker: restarted (pid ${STARTED_PIDS[0]})"
+  trap - EXIT
+  say "reloaded in $((SECONDS - started))s"
+  status || true # what else may have exited is shown; the reload itself succeeded
 }
 
 # -- status ---------------------------------------------------------------------------------
@@ -310,5 +562,6 @@ case ${1:-} in
   up) up ;;
   down) stop_all && say "down" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  reload) reload ;;
+  *) echo "usage: $0 up|down|status|reload" >&2; exit 2 ;;
 esac

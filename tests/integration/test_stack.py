@@ -4,7 +4,8 @@ instances, a Huey consumer and Prometheus on 127.0.0.1, and stops exactly those.
 The stack runs on free ports, in a STACK_DIR of its own, on a database of its own (the test
 database's name + ``_stack``, dropped afterwards) and on the test Redis (``TEST_STACK_REDIS_URL``
 to choose another) under key prefixes of its own. It is started once for the module; the tests
-run in file order, the last ones stop an instance and then the whole stack.
+run in file order, the last ones restart the instances (``reload``), freeze and kill an instance,
+and then stop the whole stack.
 
 POSTs are never retried on a second instance: nginx.conf's ``proxy_next_upstream`` has no
 ``non_idempotent``, and ``test_a_post_that_reached_an_instance_is_not_retried`` shows it: with
@@ -22,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -531,6 +533,112 @@ def test_requests_too_large_for_nginx_or_gunicorn_get_problems(stack):
         assert problem["status"] == status and problem["detail"], problem
         assert "<html>" not in response.text
     assert stack.get("/api/products/", params={"q": "a" * 300}).status_code == 422
+
+
+def test_reload_restarts_each_instance_without_failing_a_request(stack):
+    """`scripts/stack.sh reload` while clients read and buy through nginx: every request is
+    answered (no 5xx, no connection error), every cart add answered is in the cart exactly
+    once, nginx never sends a request to an instance that is out (no request tried twice), and
+    afterwards both instances and the worker are new processes that `status` lists and that
+    serve. Each request opens a connection of its own: nginx's reload closes its old workers'
+    idle keep-alive connections from clients, as keepalive_timeout does (docs/deployment.md)."""
+    app1 = f"http://{HOST}:{stack.app_ports[0]}"
+    client_ip = {"X-Forwarded-For": "198.51.100.21"}  # the login limits belong to other tests
+    buyers = []
+    for n in range(2):
+        username = f"reload-buyer-{n}"
+        body = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+        registered = requests.post(f"{app1}/api/auth/register/", json=body, headers=client_ip, timeout=10)
+        assert registered.status_code == 201, registered.text
+        login = requests.post(
+            f"{app1}/api/auth/login/",
+            json={"username": username, "password": PASSWORD},
+            headers=client_ip,
+            timeout=10,
+        )
+        assert login.status_code == 200, login.text
+        buyers.append({"Authorization": f"Bearer {login.json()['access_token']}"})
+    names = ("app1", "app2", "worker")
+    before = {name: stack.pid(name) for name in names}
+
+    stop = threading.Event()
+    results: list[tuple[str, str, int | str, str | None, float]] = []  # method, id, status, upstream, when
+
+    def client(number: int) -> None:
+        headers = buyers[number - 3] if number >= 3 else {}
+        sent = 0
+        while not stop.is_set():
+            sent += 1
+            request_id = f"reload-{number}-{sent}"
+            try:
+                if number >= 3:
+                    answer = stack.post(
+                        "/api/cart/items/",
+                        json={"product_id": sent % 60 + 1, "quantity": 1},
+                        headers={**headers, "X-Request-ID": request_id},
+                    )
+                else:
+                    path = f"/api/products/{sent % 60 + 1}/" if sent % 2 else "/api/categories/"
+                    answer = stack.get(path, headers={"X-Request-ID": request_id})
+                outcome = (answer.status_code, answer.headers.get("X-Upstream"))
+            except requests.RequestException as error:
+                outcome = (repr(error), None)
+            results.append(("POST" if number >= 3 else "GET", request_id, *outcome, time.monotonic()))
+            time.sleep(0.02)
+
+    clients = [threading.Thread(target=client, args=(number,)) for number in range(5)]  # 3 read, 2 buy
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        reload = stack.script("reload", timeout=150)
+        finished = time.monotonic()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=30)
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+
+    failed = [r for r in results if r[2] not in (200, 201)]
+    assert not failed, failed[:10]
+    during = [r for r in results if started < r[4] < finished]
+    assert sum(r[0] == "GET" for r in during) > 100 and sum(r[0] == "POST" for r in during) > 50, len(during)
+    added = sum(r[0] == "POST" for r in results)
+    in_carts = 0
+    for headers in buyers:
+        cart = stack.get("/api/cart/", headers=headers)
+        assert cart.status_code == 200, cart.text
+        in_carts += sum(item["quantity"] for item in cart.json()["items"])
+    assert in_carts == added  # each add answered 200/201 was done once, none was lost
+    # Each request went to one instance, at once: none was sent to an instance that was out.
+    ours = {r[1] for r in results}
+    access_log = stack.dir / "logs" / "nginx-access.log"
+
+    def logged() -> dict[str, str] | None:
+        entries = (json.loads(line) for line in access_log.read_text().splitlines())
+        tried = {e["request_id"]: e["upstream_addr"] for e in entries if e["request_id"] in ours}
+        return tried if len(tried) == len(ours) else None
+
+    tried = wait_until(logged, 5, interval=0.2, message="the access-log entries of the clients")
+    assert not {i: addr for i, addr in tried.items() if "," in addr}
+
+    after = {name: stack.pid(name) for name in names}
+    for name in names:
+        assert after[name] != before[name], name
+        assert not group_members(before[name]), f"the old {name} still runs"
+    status = stack.script("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for name in (*names, "nginx", "prometheus"):
+        assert re.search(rf"^{name}\s+{stack.pid(name)}\s+running\s", status.stdout, re.M), status.stdout
+    served = [stack.get("/api/products/", params={"page_size": 5}) for _ in range(10)]
+    assert [r.status_code for r in served] == [200] * 10
+    assert {r.headers["X-Upstream"] for r in served} == {"app1", "app2"}
+    assert " down;" not in (stack.dir / "nginx.conf").read_text()
+    for port in stack.app_ports:
+        assert requests.get(f"http://{HOST}:{port}/readyz", timeout=5).status_code == 200
+    assert requests.get(f"http://{HOST}:{stack.worker_port}/metrics", timeout=5).status_code == 200
 
 
 def test_a_post_that_reached_an_instance_is_not_retried(stack):
