@@ -12,11 +12,11 @@ Concurrency design (docs/db_optimization.md, "Checkout"):
   product. ``CHECK (stock_quantity >= 0)`` backs this up in the database itself.
 - The order, its lines (with the unit price paid), the emptied cart, the order's first event
   and the stored Idempotency-Key response commit together, or not at all.
-- On PostgreSQL that is two statements: the cart lock, the removal of its lines and the
-  product locks in one (data-modifying CTEs), then the stock decrement, the order, its lines,
-  its event and the buyer's order count in another. The decrement may not join the locking
-  statement: see ``_WRITE_ORDER``. Elsewhere (SQLite, the embedded default) the same steps run
-  one by one.
+- On PostgreSQL all of it is one call of the function ``place_order()`` (migration
+  0008_checkout_function), run in autocommit: one round trip, and one transaction that ends
+  inside the server, so the product rows buyers contend for are locked only while the function
+  runs, never while an answer travels to the app or waits for its turn in the app's event loop.
+  Elsewhere (SQLite, the embedded default) the same steps run one by one.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
+from flask import g
 from prometheus_client import Counter
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from sqlalchemy import case, delete, select, text, update
 from sqlalchemy.orm import Session
 
@@ -51,77 +53,9 @@ STOCK_CONFLICTS = Counter("ecommerce_stock_conflicts_total", "Checkouts refused 
 CENT = Decimal("0.01")
 
 
-# Checkout on PostgreSQL: two statements (docs/db_optimization.md, "Checkout").
-#
-# The first takes every lock and reads what the order needs. All its CTEs read one snapshot:
-# - lines: the cart row is locked first (an InitPlan, evaluated before any line is read), so a
-#   second checkout of this cart waits there; once it has the lock, the lines the first one
-#   deleted are skipped (already deleted), and it finds the cart empty.
-# - the products of those lines, locked in id order (LockRows sits above the sort). A row that
-#   another transaction changed meanwhile is re-read once its lock is free, so the stock
-#   returned is the stock as it is now, and it cannot change until this transaction ends.
-# One row per cart line; no row: the cart is empty (or there is no cart yet).
-_TAKE_CART = text(
-    """
-WITH lines AS (
-    DELETE FROM cart_items
-    WHERE cart_id = (SELECT id FROM shopping_carts WHERE user_id = :user_id FOR NO KEY UPDATE)
-    RETURNING product_id, quantity
-),
-locked AS MATERIALIZED (
-    SELECT id, name, price, stock_quantity
-    FROM products
-    WHERE id = ANY (ARRAY(SELECT product_id FROM lines))
-    ORDER BY id
-    FOR NO KEY UPDATE
-)
-SELECT lines.product_id, lines.quantity, locked.name, locked.price, locked.stock_quantity
-FROM lines LEFT JOIN locked ON locked.id = lines.product_id
-ORDER BY lines.product_id
-"""
-)
-# The second writes the order, once every line is known to be in stock. It must be a statement
-# of its own: its snapshot is taken after the locks above, so it updates the product rows
-# this transaction holds as they are. Within the statement that locked them, the UPDATE would
-# reach them through the older versions its snapshot sees, and queue on those versions' tuple
-# locks behind the very checkouts that wait for ours: a deadlock (seen under load).
-_WRITE_ORDER = text(
-    """
-WITH wanted AS (
-    SELECT * FROM unnest(CAST(:product_ids AS integer[]), CAST(:quantities AS integer[]))
-        AS wanted (product_id, quantity)
-),
-taken AS (
-    UPDATE products
-    SET stock_quantity = products.stock_quantity - wanted.quantity
-    FROM wanted
-    WHERE products.id = wanted.product_id
-    RETURNING products.id, products.name, products.price, wanted.quantity
-),
-placed AS (
-    INSERT INTO orders (user_id, order_status, total_amount, shipping_address, shipping_method,
-                        shipping_cost, shipping_route, created_at, updated_at)
-    SELECT :user_id, :pending, sum(price * quantity) + :shipping_cost, :address, :shipping_method,
-           :shipping_cost, CAST(:shipping_route AS json), :now, :now
-    FROM taken
-    RETURNING id
-),
-items AS (
-    INSERT INTO order_items (order_id, product_id, product_name, quantity, price, created_at,
-                             updated_at)
-    SELECT placed.id, taken.id, taken.name, taken.quantity, taken.price, :now, :now
-    FROM placed CROSS JOIN taken
-    ORDER BY taken.id
-),
-event AS (
-    INSERT INTO order_events (order_id, from_status, to_status, actor_id, note, created_at)
-    SELECT id, NULL, :pending, :user_id, :note, :now FROM placed
-),
-counted AS (
-    UPDATE users SET orders_count = orders_count + 1, updated_at = :now WHERE id = :user_id
-)
-SELECT placed.id, (SELECT count(*) FROM taken) AS lines FROM placed
-"""
+_PLACE_ORDER = text(
+    "SELECT place_order(:user_id, :address, :shipping_method, :shipping_cost,"
+    " CAST(:shipping_route AS json), :now, :key_id, :key_token)"
 )
 _ORDER_WRITES = ("cart_items", "products", "orders", "order_items", "order_events", "users")
 
@@ -142,25 +76,91 @@ NO_SHIPPING = Shipping()
 def place_order(user: User, data: dict[str, Any]) -> Order:
     """Turn the user's whole cart into a pending order, in one transaction.
 
-    On PostgreSQL the checkout is two statements: one takes the cart and locks its products,
-    the other writes the order. The product locks, the only ones buyers contend for, are held
-    for the fewest round trips: the second statement, the stored Idempotency-Key response (if
-    any) and the commit. The shipping quote (a cached table) is chosen before any of it: an
-    unreachable destination is refused with nothing locked and nothing sold.
+    The shipping quote (a cached table) is chosen before any of it: an unreachable destination
+    is refused with nothing locked and nothing sold.
     """
     session = db.session
     shipping = _shipping_of(data)
     if session.get_bind().dialect.name == "postgresql":
-        order = _check_out_in_two_statements(session, user, shipping)
+        order = _check_out_in_one_call(session, user.id, shipping)
     else:
         order = _check_out_step_by_step(session, user, shipping)
+        record_response(session, order)
     for item in order.items:
         invalidate_product(session, item.product_id)
         notify_after_commit(session, "product", item.product_id)  # its stock moved
-    record_response(session, order)
-    session.commit()
+    session.commit()  # on PostgreSQL the order is committed already: this runs what follows a commit
     ORDERS_PLACED.inc()
     return order
+
+
+def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -> Order:
+    """``place_order()`` in autocommit on the request's connection: the function is the whole
+    transaction. The request's own transaction (its reads, and the Idempotency-Key's hold, which
+    the function takes again) ends first."""
+    claim = g.get("idempotency_claim")
+    session.commit()
+    pooled = session.connection().connection
+    if pooled.dbapi_connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
+        # psycopg2's flag, set on the client without a round trip; the pool's check-in hook
+        # (core/db/replicas.py ``transactions_again``) turns it off again before reuse. (A
+        # connection already in a transaction, as the tests' rolled-back ones are, runs the
+        # function inside it: the same outcome, the locks held until that transaction ends.)
+        pooled.dbapi_connection.autocommit = True
+        pooled.info["autocommit"] = True
+    now = utcnow()
+    result = session.execute(
+        _PLACE_ORDER,
+        {
+            "user_id": user_id,
+            "address": shipping.address,
+            "shipping_method": shipping.method,
+            "shipping_cost": shipping.cost,
+            "shipping_route": None if shipping.route is None else json.dumps(shipping.route),
+            "now": now,
+            "key_id": None if claim is None else claim.id,
+            "key_token": None if claim is None else claim.token,
+        },
+    ).scalar_one()
+    outcome = result["outcome"]
+    if outcome == "empty":
+        _refuse_empty_cart()
+    if outcome == "short":
+        STOCK_CONFLICTS.inc()
+        short = result["products"]  # as _refuse_short_lines lists them
+        raise InsufficientStock(
+            "Not enough stock for " + "; ".join(_short_line(item) for item in short) + ".",
+            products=short,
+        )
+    if outcome == "taken_over":
+        raise Conflict("This Idempotency-Key was taken over by a later request.")
+    if claim is not None:
+        g.idempotency_claim = None  # the function stored the answer with the order
+    note_writes(session, *_ORDER_WRITES)
+    count_transition(OrderStatus.PENDING)  # the event the function wrote
+    body = result["order"]
+    items = [
+        OrderItem(
+            order_id=body["id"],
+            product_id=item["product_id"],
+            product_name=item["product_name"],
+            quantity=item["quantity"],
+            price=Decimal(item["price"]),
+            created_at=now,
+            updated_at=now,
+        )
+        for item in body["items"]
+    ]
+    return Order(
+        id=body["id"],
+        user_id=user_id,
+        order_status=OrderStatus.PENDING,
+        total_amount=Decimal(body["total_amount"]),
+        **_shipping_columns(shipping),
+        created_at=now,
+        updated_at=now,
+        items=items,
+    )
 
 
 def _shipping_of(data: dict[str, Any]) -> Shipping:
@@ -202,61 +202,6 @@ def _short_line(item: dict[str, Any]) -> str:
         return f"product {item['product_id']}, which is no longer sold"
     left = "none left" if item["available"] == 0 else f"only {item['available']} left"
     return f"{item['name']} ({left}, {item['requested']} in the cart)"
-
-
-def _check_out_in_two_statements(session: Session, user: User, shipping: Shipping) -> Order:
-    rows = session.execute(_TAKE_CART, {"user_id": user.id}).all()
-    if not rows:
-        _refuse_empty_cart()
-    wanted = {row.product_id: row.quantity for row in rows}
-    _refuse_short_lines(
-        wanted,
-        {row.product_id: row.stock_quantity for row in rows if row.stock_quantity is not None},
-        {row.product_id: row.name for row in rows if row.name is not None},
-    )
-    now = utcnow()
-    order_id, taken = session.execute(
-        _WRITE_ORDER,
-        {
-            "product_ids": list(wanted),
-            "quantities": list(wanted.values()),
-            "user_id": user.id,
-            "pending": OrderStatus.PENDING.value,
-            "address": shipping.address,
-            "shipping_method": shipping.method,
-            "shipping_cost": shipping.cost,
-            "shipping_route": None if shipping.route is None else json.dumps(shipping.route),
-            "now": now,
-            "note": "placed",
-        },
-    ).one()
-    note_writes(session, *_ORDER_WRITES)
-    if taken != len(wanted):  # every product row is locked by us: cannot happen
-        raise RuntimeError(f"checkout updated {taken} of {len(wanted)} products; rolled back")
-    count_transition(OrderStatus.PENDING)  # the event written above
-    # The order as written, for the response (the rows are locked: these are the values stored).
-    items = [
-        OrderItem(
-            order_id=order_id,
-            product_id=row.product_id,
-            product_name=row.name,
-            quantity=row.quantity,
-            price=row.price,
-            created_at=now,
-            updated_at=now,
-        )
-        for row in rows
-    ]
-    return Order(
-        id=order_id,
-        user_id=user.id,
-        order_status=OrderStatus.PENDING,
-        total_amount=_total(items, shipping),
-        **_shipping_columns(shipping),
-        created_at=now,
-        updated_at=now,
-        items=items,
-    )
 
 
 def _check_out_step_by_step(session: Session, user: User, shipping: Shipping) -> Order:

@@ -227,6 +227,10 @@ def test_idempotency_key_replays_the_first_order(client, user_headers):
     assert retry.status_code == 201
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.get_json() == first.get_json()
+    # On PostgreSQL the stored answer is written by place_order() itself: it is the order as the
+    # API shows it (the same fields and formats as OrderSchema's).
+    shown = client.get(f"/api/orders/{first.get_json()['id']}/", headers=user_headers).get_json()
+    assert {field: shown[field] for field in first.get_json()} == first.get_json()
 
     assert _order_count() == 1
     assert _stock(client, product) == 8
