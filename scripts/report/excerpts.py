@@ -24,8 +24,8 @@ class Excerpt:
 EXCERPTS = (
     Excerpt("Checkout: the whole cart or nothing", "place_order", "ecommerce/orders/checkout.py"),
     Excerpt(
-        "Checkout: stock taken in two statements",
-        "_check_out_in_two_statements",
+        "Checkout: one call of place_order() in autocommit",
+        "_check_out_in_one_call",
         "ecommerce/orders/checkout.py",
     ),
     Excerpt("Cache: the stampede-safe fill", "get_or_compute", "ecommerce/core/cache/store.py"),
