@@ -12,7 +12,8 @@ through which services enqueue it after their commit. Huey hands a job to one wo
 forgets it (no acknowledgement), so a worker killed mid-job loses that copy; what makes jobs
 "never lost" is that their work is also recorded in the database (a pending payment, an owed
 email) and ``sweep`` hands anything left undone to a worker again: every minute and whenever a
-consumer starts.
+consumer starts (and everything, whatever its age, when a consumer's queue comes back after a
+Redis outage: ``QueueStorage``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from huey import Huey, crontab, signals
 from huey.storage import RedisStorage, SqliteStorage
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from redis import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ecommerce.config import config_from_env
 from ecommerce.core.jobs import register_job
@@ -42,9 +46,67 @@ from ecommerce.payments.gateway import TransientGatewayError
 log = logging.getLogger(__name__)
 
 
+class QueueStorage(RedisStorage):
+    """Huey's Redis storage, made to ride out a Redis that dies (docs/fault_tolerance.md).
+
+    - Timeouts. Huey's pool had redis-py's defaults, 5 s each: an enqueue to a Redis that stops
+      answering (frozen, or its host gone) held the request 5 s (measured, SIGSTOPped Redis). A
+      connect now gives up after 0.5 s, as the cache's do, and a reply after 2 s (measured: 2.0
+      s), since the consumer's BRPOP waits ``read_timeout`` (1 s) for a job before it replies.
+    - In the consumer, a queue that cannot be read is read as an empty one: ``dequeue`` waits
+      ``read_timeout``, as a BRPOP on an empty queue does, and returns nothing. Raised into
+      Huey's loop instead, each failure was a logged traceback (80 in a 10 s outage) and a
+      sleep growing by 1.15x up to 10 s, the consumer's ``max_delay``: after a long outage the
+      queue was read again only that long after Redis came back.
+    - The first read that succeeds after a failed one enqueues ``sweep_after_outage``. Redis
+      may have come back empty (it keeps nothing on disk unless told to), losing the jobs that
+      were waiting; and the jobs the web side could not enqueue meanwhile never reached it. The
+      work of both is recorded in the database, and the periodic ``sweep`` would find it, but
+      only JOB_SWEEP_AFTER_SECONDS (180 s) later; this sweep takes everything left undone at once.
+    """
+
+    def __init__(self, name: str, url: str, **options: Any) -> None:
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=0.5, socket_timeout=2.0)
+        super().__init__(name, connection_pool=pool, **options)
+        self._unreachable = False
+        self._unreachable_lock = threading.Lock()
+
+    def dequeue(self) -> bytes | None:
+        try:
+            data = super().dequeue()
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            with self._unreachable_lock:
+                first, self._unreachable = not self._unreachable, True
+            if first:
+                log.warning("job queue unreachable, reading it again every %ss: %s", self.read_timeout, error)
+            time.sleep(self.read_timeout)
+            return None
+        if self._unreachable:
+            with self._unreachable_lock:
+                back, self._unreachable = self._unreachable, False
+            if back:
+                self._sweep_after_outage()
+        return data
+
+    def read_schedule(self, ts: Any) -> list:
+        try:
+            return super().read_schedule(ts)
+        except (RedisConnectionError, RedisTimeoutError):
+            return []  # the scheduler's next turn reads it; dequeue reports the outage
+
+    def _sweep_after_outage(self) -> None:
+        try:
+            sweep_after_outage()
+        except Exception as error:  # noqa: BLE001 - down again: the next successful read retries
+            self._unreachable = True
+            log.warning("job queue back but the sweep could not be queued: %s", error)
+            return
+        log.warning("job queue reachable again: sweeping what the outage may have lost")
+
+
 def _storage_for(redis_url: str | None, sqlite_path: str) -> tuple[type, dict[str, Any]]:
     if redis_url:
-        return RedisStorage, {"url": redis_url}
+        return QueueStorage, {"url": redis_url}
     Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
     return SqliteStorage, {"filename": sqlite_path}
 
@@ -120,11 +182,14 @@ def send_order_email(email_id: int) -> None:
     emails.send_order_email(email_id)
 
 
-def sweep_now() -> dict[str, int]:
-    """Hand every payment, refund and email left undone too long to a worker again."""
+def sweep_now(everything: bool = False) -> dict[str, int]:
+    """Hand every payment, refund and email left undone too long (``everything``: left undone
+    at all) to a worker again. A job handed over twice does its work once (the services check
+    the rows under their locks)."""
+    older_than = 0 if everything else None
     with flask_app().app_context():
-        pending, refunds = payments.payments_to_retry()
-        owed = emails.emails_to_retry()
+        pending, refunds = payments.payments_to_retry(older_than)
+        owed = emails.emails_to_retry(older_than)
     for payment_id in pending:
         process_payment(payment_id)
     for payment_id in refunds:
@@ -140,6 +205,12 @@ def sweep_now() -> dict[str, int]:
 @huey.periodic_task(crontab(minute="*"), name="sweep")
 def sweep() -> None:
     sweep_now()
+
+
+@huey.task(name="sweep_after_outage")
+def sweep_after_outage() -> None:
+    """Queued by QueueStorage when the queue is readable again after an outage."""
+    sweep_now(everything=True)
 
 
 _startup_lock = threading.Lock()

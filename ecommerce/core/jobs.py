@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ def enqueue_committed(session: Session) -> None:
     for name, args in session.info.pop(_PENDING_KEY, None) or ():
         try:
             _registry[name](*args)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            # The queue's Redis is down: expected then, one line each (after_commit.py says why).
+            log.warning("could not enqueue %s%r; the sweeper will pick it up: %s", name, args, error)
         except Exception:
             log.exception("could not enqueue %s%r; the sweeper will pick it up", name, args)
 

@@ -129,10 +129,13 @@ def send_order_email(email_id: int) -> None:
     EMAILS.labels(email.kind.value).inc()
 
 
-def emails_to_retry() -> list[int]:
-    """For the sweeper: emails still owed after JOB_SWEEP_AFTER_SECONDS, or stuck in sending."""
+def emails_to_retry(older_than: float | None = None) -> list[int]:
+    """For the sweeper: emails still owed after ``older_than`` seconds (default
+    JOB_SWEEP_AFTER_SECONDS), or stuck in sending."""
     now = utcnow()
-    cutoff = now - timedelta(seconds=current_app.config["JOB_SWEEP_AFTER_SECONDS"])
+    if older_than is None:
+        older_than = current_app.config["JOB_SWEEP_AFTER_SECONDS"]
+    cutoff = now - timedelta(seconds=older_than)
     ids = db.session.scalars(
         select(OrderEmail.id).where(
             ((OrderEmail.status == OrderEmailStatus.PENDING) & (OrderEmail.updated_at < cutoff))

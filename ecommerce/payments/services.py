@@ -167,10 +167,12 @@ def refund_payment(payment_id: int) -> None:
         PAYMENTS.labels(PaymentStatus.REFUNDED.value).inc()
 
 
-def payments_to_retry() -> tuple[list[int], list[int]]:
+def payments_to_retry(older_than: float | None = None) -> tuple[list[int], list[int]]:
     """For the sweeper: (pending payments, succeeded payments of cancelled orders) that have
-    been waiting longer than JOB_SWEEP_AFTER_SECONDS."""
-    cutoff = utcnow() - timedelta(seconds=current_app.config["JOB_SWEEP_AFTER_SECONDS"])
+    been waiting longer than ``older_than`` seconds (default JOB_SWEEP_AFTER_SECONDS)."""
+    if older_than is None:
+        older_than = current_app.config["JOB_SWEEP_AFTER_SECONDS"]
+    cutoff = utcnow() - timedelta(seconds=older_than)
     pending = db.session.scalars(
         select(Payment.id).where(Payment.status == PaymentStatus.PENDING, Payment.updated_at < cutoff)
     ).all()

