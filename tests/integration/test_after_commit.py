@@ -9,7 +9,7 @@ import time
 from decimal import Decimal
 
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from ecommerce.core.db import after_commit
 from ecommerce.extensions import db
@@ -150,3 +150,43 @@ def test_read_your_writes_tokens_come_from_the_requests_own_connection(make_inst
     with app.app_context():
         status = db.session.scalar(select(Order.order_status).where(Order.user_id == user_id))
     assert status == OrderStatus.CANCELLED
+
+
+def _routed(target: str, reason: str) -> float:
+    labels = {"target": target, "reason": reason}
+    return REGISTRY.get_sample_value("ecommerce_db_routed_reads_total", labels) or 0.0
+
+
+def test_a_read_pool_connection_to_a_primary_serves_the_read_and_is_replaced(make_instance, redis_client):
+    """DATABASE_REPLICA_URL reaching a primary (prefer-standby found no standby when it connected,
+    or its standby was promoted since): the read is served there, counted as a primary read, and
+    the connection is replaced at its next checkout, so that a standby that answers by then gets
+    the reads again; at most once a second, so a URL with no standby behind it does not open a
+    connection per read."""
+    url = make_instance().config["SQLALCHEMY_DATABASE_URI"]
+    app = make_instance(SQLALCHEMY_REPLICA_URI=url)
+    with app.app_context():
+        product_id = ProductFactory(category_id=CategoryFactory().id).id
+        engine = db.engines["replica"]
+    pids: list[int] = []
+
+    def checked_out(dbapi_connection, _record, _proxy) -> None:
+        pids.append(dbapi_connection.info.backend_pid)
+
+    event.listen(engine, "checkout", checked_out)
+    client = app.test_client()
+    try:
+        before = _routed("primary", "read_pool_on_primary")
+        standby_reads = _routed("replica", "caught_up")
+        time.sleep(1.05)  # past the once-a-second bound another test's replacement may have set
+        assert client.get(f"/api/products/{product_id}/reviews/").status_code == 200
+        assert client.get(f"/api/products/{product_id}/reviews/").status_code == 200
+        time.sleep(1.05)
+        assert client.get(f"/api/products/{product_id}/reviews/").status_code == 200
+    finally:
+        event.remove(engine, "checkout", checked_out)
+    assert _routed("primary", "read_pool_on_primary") == before + 3
+    assert _routed("replica", "caught_up") == standby_reads, "a primary's read counted as a standby's"
+    assert len(pids) == 3
+    assert pids[1] != pids[0], "the connection on the primary was not replaced"
+    assert pids[2] == pids[1], "replaced twice within a second"

@@ -88,6 +88,22 @@ def _metric(base_url: str, name: str, **labels: str) -> float:
     return _total(_metrics(base_url), name, **labels)
 
 
+def _read_pool_on_the_standbys(cluster: Cluster, server, product_id: int) -> None:
+    """Read until no read pool connection is on the leader. prefer-standby takes the primary
+    when no standby answered at connect time (the shop started while one was still starting);
+    the app replaces such a connection when a read finds it there, at most once a second."""
+    leader_port = int(cluster.leader()["port"])
+
+    def off_the_leader() -> bool:
+        for _ in range(8):
+            requests.get(server.base_url + f"/api/products/{product_id}/reviews/", timeout=10)
+        with cluster.connect(leader_port) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ecommerce-read'")
+            return cursor.fetchone()[0] == 0
+
+    wait_until(off_the_leader, 60, interval=0.5, message="the read pool to leave the leader")
+
+
 # -- read routing ----------------------------------------------------------------------------
 
 
@@ -104,7 +120,9 @@ def test_reads_go_to_standbys_and_writes_to_the_primary(cluster, shop):
     assert _metric(server.base_url, "ecommerce_db_routed_reads_total", target="replica") > before, routed
 
     # Who is connected where: the app's write pool only to the primary, its read pool only to
-    # the standbys (prefer-standby falls back to the primary only when no standby is up).
+    # the standbys (prefer-standby falls back to the primary only when no standby is up, and
+    # such a connection is replaced once a read finds it there).
+    _read_pool_on_the_standbys(cluster, server, product_ids[0])
     leader_port = int(cluster.leader()["port"])
     seen: dict[str, set[int]] = {"ecommerce": set(), "ecommerce-read": set()}
     for port in cluster.pg_ports:
@@ -137,6 +155,7 @@ def test_a_writer_reads_its_own_write_while_the_standbys_lag(cluster, shop):
     cluster.wait_healthy()
     headers = {"Authorization": f"Bearer {tokens[0]}"}
     product_id = product_ids[0]
+    _read_pool_on_the_standbys(cluster, server, product_id)
     standbys = cluster.standby_ports()
     connections = [cluster.connect(port) for port in standbys]
     for connection in connections:

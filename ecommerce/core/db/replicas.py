@@ -24,6 +24,7 @@ The consistency model is *read-your-writes by WAL position* (docs/distributed_sy
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -161,22 +162,44 @@ def read_from_replica(*scopes: str, session: Session | None = None) -> bool:
         return _decide(session, "primary", "no_token_store")
     try:
         connection = session.connection(bind_arguments={"bind": engine})
-        caught_up = connection.execute(
-            text("SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)"),
+        standby, caught_up = connection.execute(
+            text("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)"),
             {"lsn": int_to_lsn(position)},
-        ).scalar()
+        ).one()
     except DBAPIError as error:
         log.warning("replica unavailable, reading from the primary: %s", error.orig)
         session.rollback()
         return _decide(session, "primary", "replica_unavailable")
+    if not standby:
+        # The read pool's connection is to a primary: prefer-standby took it when no standby
+        # answered at connect time (a cluster still starting), or its standby was promoted since.
+        # Its reads are fresh, so it serves this one; then it is handed back to be replaced, so
+        # that a standby that answers now gets the reads again (at most once a second).
+        _replace_soon(connection)
+        return _decide(session, "replica", "read_pool_on_primary", counted_as="primary")
     if not caught_up:
         return _decide(session, "primary", "replica_behind")
     return _decide(session, "replica", "caught_up")
 
 
-def _decide(session: Session, target: str, reason: str) -> bool:
+_replaced_at = 0.0
+
+
+def _replace_soon(connection: Connection) -> None:
+    """Soft-invalidate ``connection``: it serves the rest of this request, and the pool opens a
+    new one in its place at the next checkout. Rate-limited per process, so that a replica URL
+    with no standby behind it costs one new connection a second, not one per read."""
+    global _replaced_at
+    now = time.monotonic()
+    if now - _replaced_at < 1.0:
+        return
+    _replaced_at = now
+    connection.connection.invalidate(soft=True)
+
+
+def _decide(session: Session, target: str, reason: str, counted_as: str | None = None) -> bool:
     session.info[ROUTE] = target
-    ROUTED_READS.labels(target, reason).inc()
+    ROUTED_READS.labels(counted_as or target, reason).inc()
     return target == "replica"
 
 
