@@ -94,6 +94,10 @@ class Config:
 
     SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET)
     JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", SECRET_KEY)
+    # How long a worker may trust a login it has checked (not revoked or expired, the user
+    # active) without asking the database again. 0: every request asks. A login revoked through
+    # another process, or a user deactivated, is refused there within this many seconds.
+    LOGIN_CHECK_SECONDS = env_float("LOGIN_CHECK_SECONDS", 0.0)
 
     # Database: SQLite in instance/ unless DATABASE_URL says otherwise.
     SQLALCHEMY_DATABASE_URI = normalise_database_url(
@@ -104,6 +108,10 @@ class Config:
     DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 0)
     DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10)
     DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15000)
+    # Checkouts of one process that arrive while one is being placed go together in the next
+    # call of place_orders() (PostgreSQL), at most this many (orders/batching.py); 1: one each.
+    # At most 32: each member is a subtransaction, and a backend keeps 64 of them in memory.
+    CHECKOUT_BATCH_MAX = min(32, env_int("CHECKOUT_BATCH_MAX", 32))
     # A pooled connection idle this long is pinged (SELECT 1) before use; busier ones are not.
     DB_PING_IDLE_SECONDS = env_float("DB_PING_IDLE_SECONDS", 1.0)
     # GET/HEAD requests run their statements in autocommit (no BEGIN/ROLLBACK round trips).

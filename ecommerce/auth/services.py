@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
+from cachetools import TLRUCache
+from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import func, or_, select, update
 
@@ -156,6 +159,7 @@ def revoke_login(family_id: str, *, reason: str) -> None:
         .values(revoked_at=utcnow(), revoked_reason=reason)
     )
     db.session.commit()
+    forget_checked_logins(family_id=family_id)
 
 
 def revoke_other_logins(user_id: int, keep_family_id: str | None, *, reason: str) -> None:
@@ -163,12 +167,57 @@ def revoke_other_logins(user_id: int, keep_family_id: str | None, *, reason: str
     if keep_family_id is not None:
         statement = statement.where(AuthSession.id != keep_family_id)
     db.session.execute(statement.values(revoked_at=utcnow(), revoked_reason=reason))
+    forget_checked_logins(user_id=user_id)
+
+
+class _CheckedLogins:
+    """Logins this process has checked in the last LOGIN_CHECK_SECONDS, one store per app:
+    (family, user id) -> (until, the user as loaded then, detached). Each request gets its own
+    copy in its session (``merge(load=False)``: no query). A login revoked or a user deactivated
+    through another process is refused here once its entry runs out; one revoked through this
+    process is forgotten at once."""
+
+    def __init__(self) -> None:
+        self.entries: TLRUCache = TLRUCache(maxsize=50_000, ttu=lambda _key, value, _now: value[0])
+        self.lock = threading.Lock()  # cachetools' caches are not thread-safe
+
+
+def _checked_logins() -> _CheckedLogins:
+    store = current_app.extensions.get("checked_logins")
+    if store is None:
+        store = current_app.extensions.setdefault("checked_logins", _CheckedLogins())
+    return store
+
+
+def forget_checked_logins(*, family_id: str | None = None, user_id: int | None = None) -> None:
+    store = _checked_logins()
+    with store.lock:
+        for key in [key for key in store.entries if key[0] == family_id or key[1] == user_id]:
+            store.entries.pop(key, None)
+
+
+def up_to_date(user: User) -> User:
+    """The request's user as the database has it now: read again if the login check answered
+    from this process's memory (LOGIN_CHECK_SECONDS), for the answers that show or change it."""
+    if g.pop("login_from_memory", False):
+        db.session.refresh(user)
+    return user
 
 
 def load_active_login(family_id: str | None, user_id: str) -> User | None:
-    """The user of a live (not revoked, not expired) login, or None. One query per request."""
+    """The user of a live (not revoked, not expired) login, or None. One query per request, or
+    none for a login this process checked less than LOGIN_CHECK_SECONDS ago."""
     if not family_id:
         return None
+    seconds = current_app.config["LOGIN_CHECK_SECONDS"]
+    key = (family_id, int(user_id))
+    store = _checked_logins()
+    if seconds > 0:
+        with store.lock:
+            checked = store.entries.get(key)
+        if checked is not None:
+            g.login_from_memory = True
+            return db.session.merge(checked[1], load=False)
     row = db.session.execute(
         select(User, AuthSession.revoked_at, AuthSession.expires_at)
         .join(AuthSession, AuthSession.user_id == User.id)
@@ -177,8 +226,16 @@ def load_active_login(family_id: str | None, user_id: str) -> User | None:
     if row is None:
         return None
     user, revoked_at, expires_at = row
-    if revoked_at is not None or expires_at <= utcnow() or not user.is_active:
+    now = utcnow()
+    if revoked_at is not None or expires_at <= now or not user.is_active:
         return None
+    if seconds > 0:
+        # The session's copy is the one kept (detached); the request gets a fresh copy of it.
+        until = time.monotonic() + min(seconds, (expires_at - now).total_seconds())
+        db.session.expunge(user)
+        with store.lock:
+            store.entries[key] = (until, user)
+        return db.session.merge(user, load=False)
     return user
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
-from flask import g
+from flask import current_app, g
 from prometheus_client import Counter
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from sqlalchemy import case, delete, select, text, update
@@ -39,8 +39,9 @@ from ecommerce.core.db.session import locked, note_writes
 from ecommerce.core.events import notify_after_commit
 from ecommerce.core.idempotency import record_response
 from ecommerce.core.models import utcnow
-from ecommerce.errors import Conflict, InsufficientStock
+from ecommerce.errors import Conflict, InsufficientStock, ServiceUnavailable
 from ecommerce.extensions import db
+from ecommerce.orders.batching import batcher_of
 from ecommerce.orders.models import Order, OrderItem, OrderStatus
 from ecommerce.orders.services import count_transition, record_transition
 from ecommerce.products.models import Product
@@ -53,10 +54,7 @@ STOCK_CONFLICTS = Counter("ecommerce_stock_conflicts_total", "Checkouts refused 
 CENT = Decimal("0.01")
 
 
-_PLACE_ORDER = text(
-    "SELECT place_order(:user_id, :address, :shipping_method, :shipping_cost,"
-    " CAST(:shipping_route AS json), :now, :key_id, :key_token)"
-)
+_PLACE_ORDERS = text("SELECT place_orders(CAST(:orders AS jsonb))")
 _ORDER_WRITES = ("cart_items", "products", "orders", "order_items", "order_events", "users")
 
 
@@ -95,33 +93,27 @@ def place_order(user: User, data: dict[str, Any]) -> Order:
 
 
 def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -> Order:
-    """``place_order()`` in autocommit on the request's connection: the function is the whole
-    transaction. The request's own transaction (its reads, and the Idempotency-Key's hold, which
-    the function takes again) ends first."""
+    """``place_order()`` for this cart, in a call of ``place_orders()`` with the other checkouts
+    of this process that arrive meanwhile (orders/batching.py), in autocommit: the call is the
+    whole transaction. The request's own transaction (its reads, and the Idempotency-Key's hold,
+    which the function takes again) ends first, and with it the request's hold on a connection."""
     claim = g.get("idempotency_claim")
     session.commit()
-    pooled = session.connection().connection
-    if pooled.dbapi_connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
-        # psycopg2's flag, set on the client without a round trip; the pool's check-in hook
-        # (core/db/replicas.py ``transactions_again``) turns it off again before reuse. (A
-        # connection already in a transaction, as the tests' rolled-back ones are, runs the
-        # function inside it: the same outcome, the locks held until that transaction ends.)
-        pooled.dbapi_connection.autocommit = True
-        pooled.info["autocommit"] = True
     now = utcnow()
-    result = session.execute(
-        _PLACE_ORDER,
-        {
-            "user_id": user_id,
-            "address": shipping.address,
-            "shipping_method": shipping.method,
-            "shipping_cost": shipping.cost,
-            "shipping_route": None if shipping.route is None else json.dumps(shipping.route),
-            "now": now,
-            "key_id": None if claim is None else claim.id,
-            "key_token": None if claim is None else claim.token,
-        },
-    ).scalar_one()
+    member = {
+        "user_id": user_id,
+        "address": shipping.address,
+        "method": shipping.method,
+        "cost": str(shipping.cost),
+        "route": shipping.route,
+        "now": now.isoformat(),
+        "key_id": None if claim is None else claim.id,
+        "key_token": None if claim is None else claim.token,
+    }
+    app = current_app._get_current_object()
+    result = batcher_of(app).submit(
+        member, lambda members: _place_orders(session, members), app.config["CHECKOUT_BATCH_MAX"]
+    )
     outcome = result["outcome"]
     if outcome == "empty":
         _refuse_empty_cart()
@@ -132,6 +124,8 @@ def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -
             "Not enough stock for " + "; ".join(_short_line(item) for item in short) + ".",
             products=short,
         )
+    if outcome == "retry":  # its products' locks deadlocked with another batch: nothing changed
+        raise ServiceUnavailable("The checkout met a concurrent one; please try again.", retry_after=1)
     if outcome == "taken_over":
         raise Conflict("This Idempotency-Key was taken over by a later request.")
     if claim is not None:
@@ -161,6 +155,19 @@ def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -
         updated_at=now,
         items=items,
     )
+
+
+def _place_orders(session: Session, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One call of ``place_orders()`` on this request's connection, in autocommit."""
+    pooled = session.connection().connection
+    if pooled.dbapi_connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
+        # psycopg2's flag, set on the client without a round trip; the pool's check-in hook
+        # (core/db/replicas.py ``transactions_again``) turns it off again before reuse. (A
+        # connection already in a transaction, as the tests' rolled-back ones are, runs the
+        # function inside it: the same outcome, the locks held until that transaction ends.)
+        pooled.dbapi_connection.autocommit = True
+        pooled.info["autocommit"] = True
+    return session.execute(_PLACE_ORDERS, {"orders": json.dumps(members)}).scalar_one()
 
 
 def _shipping_of(data: dict[str, Any]) -> Shipping:

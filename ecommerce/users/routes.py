@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 
+from ecommerce.auth.services import up_to_date
 from ecommerce.core.blueprint import Blueprint
 from ecommerce.users import services
 from ecommerce.users.models import Role
@@ -33,7 +34,7 @@ class MeView(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """Read your own profile"""
-        return current_user
+        return up_to_date(current_user)
 
     @blp.auth()
     @blp.arguments(UserUpdateSchema)

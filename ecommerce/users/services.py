@@ -6,7 +6,14 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from ecommerce.auth.services import hash_password, register_user, revoke_other_logins, verify_password
+from ecommerce.auth.services import (
+    forget_checked_logins,
+    hash_password,
+    register_user,
+    revoke_other_logins,
+    up_to_date,
+    verify_password,
+)
 from ecommerce.core.db.session import conflict_on_duplicate
 from ecommerce.errors import NotFound, ValidationFailed
 from ecommerce.extensions import db
@@ -45,6 +52,7 @@ def list_users(filters: dict[str, Any], page: int, page_size: int) -> tuple[list
 
 def update_profile(user: User, changes: dict[str, Any], current_family_id: str | None) -> User:
     """Change one's own profile; a new password needs the current one and ends other logins."""
+    up_to_date(user)  # the password and email as they are now, not as a login check saw them
     if "password" in changes:
         if not verify_password(user.password_hash, changes.get("current_password") or ""):
             raise ValidationFailed({"current_password": ["The current password is not correct."]})
@@ -57,6 +65,7 @@ def update_profile(user: User, changes: dict[str, Any], current_family_id: str |
             setattr(user, field, changes[field])
     with conflict_on_duplicate("That email is already registered."):
         db.session.commit()
+    forget_checked_logins(user_id=user.id)
     return user
 
 
@@ -67,10 +76,11 @@ def create_admin(username: str, email: str, password: str) -> User:
 
 def set_role(username: str, role: Role) -> User:
     """Give an account a role; its live tokens carry it from their next request (roles are read
-    from the database on every request)."""
+    from the database with the login check, at most LOGIN_CHECK_SECONDS old)."""
     user = _user_named(username)
     user.role = role
     db.session.commit()
+    forget_checked_logins(user_id=user.id)
     return user
 
 

@@ -12,9 +12,9 @@ from tests.factories import ProductFactory, UserFactory
 from tests.helpers import bearer, capture_statements, login
 
 # The login check; with an Idempotency-Key its claim (committed on its own) and the claim's row
-# lock; the checkout itself: one call of place_order(), which also stores the key's answer. Plus
+# lock; the checkout itself: one call of place_orders(), which also stores the key's answer. Plus
 # BEGIN and COMMIT for each transaction, which psycopg2 sends without the statement hooks seeing
-# them (place_order() runs in autocommit: none around it).
+# them (place_orders() runs in autocommit: none around it).
 CHECKOUT_WITH_KEY = 4
 CHECKOUT_WITHOUT_KEY = 2
 # The login check, the upsert of the line, the line with its product for the answer.

@@ -152,7 +152,7 @@ def test_a_checkout_that_loses_its_connection_after_its_claim_is_503_and_frees_t
     killed: list[int] = []
 
     def lose_the_connection_in_the_checkout(connection, _cursor, statement, *_args) -> None:
-        if not killed and "place_order(" in statement:  # the checkout's one statement
+        if not killed and "place_orders(" in statement:  # the checkout's one statement
             killed.append(connection.connection.dbapi_connection.info.backend_pid)
             _terminate(app, killed[0])
 

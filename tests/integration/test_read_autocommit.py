@@ -46,7 +46,7 @@ def test_reads_run_in_autocommit_and_writes_in_a_transaction(app, autocommit_see
     assert added.status_code in (200, 201), added.get_json()
     assert client.post("/api/orders/", json={}, headers=headers).status_code == 201
     writes = list(autocommit_seen)
-    # Every write in a transaction, but the checkout's call of place_order(), which is a whole
+    # Every write in a transaction, but the checkout's call of place_orders(), which is a whole
     # transaction by itself, sent in autocommit (orders/checkout.py).
     checkout_call = [("SELECT", True)]
     assert writes and writes[-1:] == checkout_call, writes
