@@ -86,7 +86,11 @@ class LogoutView(MethodView):
 
 @jwt.token_in_blocklist_loader
 def _token_revoked(_header: dict, payload: dict) -> bool:
-    user = services.load_active_login(payload.get("fam"), payload["sub"])
+    # A refresh is always checked in the database: it rotates the login, and a login revoked
+    # elsewhere must not pass as live there (its rotation would then look like token reuse).
+    user = services.load_active_login(
+        payload.get("fam"), payload["sub"], remembered=payload.get("type") != "refresh"
+    )
     request.environ["ecommerce.user"] = user
     return user is None
 

@@ -167,7 +167,7 @@ def revoke_other_logins(user_id: int, keep_family_id: str | None, *, reason: str
     if keep_family_id is not None:
         statement = statement.where(AuthSession.id != keep_family_id)
     db.session.execute(statement.values(revoked_at=utcnow(), revoked_reason=reason))
-    forget_checked_logins(user_id=user_id)
+    # The caller commits, then forgets this user's remembered logins (forget_checked_logins).
 
 
 class _CheckedLogins:
@@ -180,6 +180,9 @@ class _CheckedLogins:
     def __init__(self) -> None:
         self.entries: TLRUCache = TLRUCache(maxsize=50_000, ttu=lambda _key, value, _now: value[0])
         self.lock = threading.Lock()  # cachetools' caches are not thread-safe
+        # Bumped by every forget: a check whose query ran across a forget (a logout committed
+        # meanwhile by another request of this process) does not store what it read before it.
+        self.generation = 0
 
 
 def _checked_logins() -> _CheckedLogins:
@@ -192,6 +195,7 @@ def _checked_logins() -> _CheckedLogins:
 def forget_checked_logins(*, family_id: str | None = None, user_id: int | None = None) -> None:
     store = _checked_logins()
     with store.lock:
+        store.generation += 1
         for key in [key for key in store.entries if key[0] == family_id or key[1] == user_id]:
             store.entries.pop(key, None)
 
@@ -204,7 +208,7 @@ def up_to_date(user: User) -> User:
     return user
 
 
-def load_active_login(family_id: str | None, user_id: str) -> User | None:
+def load_active_login(family_id: str | None, user_id: str, *, remembered: bool = True) -> User | None:
     """The user of a live (not revoked, not expired) login, or None. One query per request, or
     none for a login this process checked less than LOGIN_CHECK_SECONDS ago."""
     if not family_id:
@@ -212,9 +216,10 @@ def load_active_login(family_id: str | None, user_id: str) -> User | None:
     seconds = current_app.config["LOGIN_CHECK_SECONDS"]
     key = (family_id, int(user_id))
     store = _checked_logins()
-    if seconds > 0:
+    if seconds > 0 and remembered:
         with store.lock:
             checked = store.entries.get(key)
+            generation = store.generation
         if checked is not None:
             g.login_from_memory = True
             return db.session.merge(checked[1], load=False)
@@ -229,12 +234,13 @@ def load_active_login(family_id: str | None, user_id: str) -> User | None:
     now = utcnow()
     if revoked_at is not None or expires_at <= now or not user.is_active:
         return None
-    if seconds > 0:
+    if seconds > 0 and remembered:
         # The session's copy is the one kept (detached); the request gets a fresh copy of it.
         until = time.monotonic() + min(seconds, (expires_at - now).total_seconds())
         db.session.expunge(user)
         with store.lock:
-            store.entries[key] = (until, user)
+            if store.generation == generation:
+                store.entries[key] = (until, user)
         return db.session.merge(user, load=False)
     return user
 

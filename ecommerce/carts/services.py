@@ -80,6 +80,11 @@ def _add_to_cart(session: Session, user_id: int, product_id: int, quantity: int)
         .select_from(ShoppingCart)
         .join(Product, Product.id == product_id)
         .where(ShoppingCart.user_id == user_id)
+        # A share lock on the cart row: a line joins the cart before or after a checkout of it,
+        # never while a checkout (whose lock on the cart excludes this one) is placing it. So a
+        # batch of checkouts has locked every product of its carts before its first member runs
+        # (orders/batching.py, migration 0009). SQLite has no row locks and ignores it.
+        .with_for_update(read=True, of=ShoppingCart)
     )
     statement = dialect_insert(CartItem, session.get_bind().dialect.name).from_select(
         ["cart_id", "product_id", "quantity", "created_at", "updated_at"], source

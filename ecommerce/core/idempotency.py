@@ -273,7 +273,12 @@ def idempotent(scope: str, shape: ResponseShape) -> Callable:
                 return view(*args, **kwargs)
             except DomainError as error:
                 if g.get("idempotency_claim") is not None:
-                    _store_error(outcome, handle_domain_error(error))
+                    if error.status >= 500:
+                        # "Try again" (503): a retry with the same key must run again, not be
+                        # answered this 503 for as long as the key is kept.
+                        _release(outcome)
+                    else:
+                        _store_error(outcome, handle_domain_error(error))
                 raise
             except BaseException:
                 if g.get("idempotency_claim") is not None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Histogram
+from sqlalchemy.exc import DBAPIError
 
 from ecommerce.errors import ServiceUnavailable
 
@@ -34,9 +35,11 @@ BATCH_SIZES = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
-# A member waits at most this long for the call its batch is in (the call itself is bounded by
-# the database's statement timeout; this only guards against a leader that never returns).
-WAIT_SECONDS = 60.0
+# How long a member waits in the queue for its turn before it gives up with a 503 (nothing of it
+# placed): below nginx's proxy_read_timeout (35 s), so the client hears the answer. A member
+# whose batch is already running waits for that call's end, however long: only the call can say
+# whether its order was placed (the call is bounded by DB_STATEMENT_TIMEOUT_MS).
+QUEUE_WAIT_SECONDS = 30.0
 
 
 @dataclass(eq=False)
@@ -44,6 +47,7 @@ class _Member:
     order: dict[str, Any]
     done: threading.Event = field(default_factory=threading.Event)
     leads: bool = False
+    taken: bool = False  # in a batch whose call has started
     result: dict[str, Any] | None = None
     error: BaseException | None = None
 
@@ -56,12 +60,15 @@ class _Member:
 
 class CheckoutBatcher:
     """One per app in each worker process (``batcher_of``); ``submit`` is called from each
-    request's thread or greenlet (gevent patches ``threading``)."""
+    request's thread or greenlet (gevent patches ``threading``). Invariant: while ``_busy``,
+    exactly one member leads, and it is running a call or about to; every queued member is
+    waiting in ``submit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue_wait: float = QUEUE_WAIT_SECONDS) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Member] = []
         self._busy = False
+        self._queue_wait = queue_wait
 
     def submit(
         self,
@@ -78,35 +85,81 @@ class CheckoutBatcher:
             member.leads = not self._busy
             self._busy = True
         if not member.leads:
-            if not member.done.wait(WAIT_SECONDS):
-                raise ServiceUnavailable("The checkout took too long; please try again.", retry_after=2)
+            self._wait(member)
             if not member.leads:
                 return member.outcome()
         self._lead(call, member, max(1, max_batch))
         return member.outcome()
 
+    def _wait(self, member: _Member) -> None:
+        """Until the member's batch has been called, or it has been made the leader."""
+        try:
+            if member.done.wait(self._queue_wait):
+                return
+            with self._lock:
+                if member.leads or member.taken:
+                    gave_up = False
+                else:  # still queued: leave, nothing of it was placed
+                    self._queue.remove(member)
+                    gave_up = True
+            if gave_up:
+                raise ServiceUnavailable("Too many checkouts at once; please try again.", retry_after=2)
+            member.done.wait()  # made leader meanwhile, or its batch's call is running
+        except BaseException:
+            # Interrupted (the request's greenlet killed): leave the queue, and if it was made
+            # the leader, hand that on, so that the members behind it are not left waiting.
+            with self._lock:
+                if member in self._queue:
+                    self._queue.remove(member)
+                if member.leads:
+                    self._hand_on()
+            raise
+
+    def _hand_on(self) -> None:
+        """With the lock held: the first queued member leads next, or nobody is busy."""
+        if self._queue:
+            successor = self._queue[0]
+            successor.leads = True
+            successor.done.set()
+        else:
+            self._busy = False
+
     def _lead(self, call, me: _Member, max_batch: int) -> None:
         with self._lock:  # the leader is first in the queue: its batch holds it
             batch, self._queue = self._queue[:max_batch], self._queue[max_batch:]
+            for member in batch:
+                member.taken = True
         try:
             results = call([member.order for member in batch])
             for member, result in zip(batch, results, strict=True):
                 member.result = result
-        except BaseException as error:  # every member's error, as it would be each one's alone
+        except BaseException as error:
+            me.error = error
             for member in batch:
-                member.error = error
+                if member is not me:
+                    member.error = _for_another(error)
         finally:
             with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.leads = True
-                    successor.done.set()
-                else:
-                    self._busy = False
-            BATCH_SIZES.observe(len(batch))
+                self._hand_on()
             for member in batch:
                 if member is not me:
                     member.done.set()
+        BATCH_SIZES.observe(len(batch))
+
+
+def _for_another(error: BaseException) -> Exception:
+    """A batch's failure as one of its other members answers it: its own exception object (the
+    leader's is raised in the leader), 503 when the database was lost (whether the call
+    committed is unknown, as for a checkout alone), an error otherwise."""
+    if isinstance(error, DBAPIError) or not isinstance(error, Exception):
+        unavailable = ServiceUnavailable(
+            "The checkout could not reach the database; please try again.", retry_after=2
+        )
+        unavailable.__cause__ = error
+        return unavailable
+    failed = RuntimeError(f"the checkout batch failed: {type(error).__name__}")
+    failed.__cause__ = error
+    return failed
 
 
 def batcher_of(app) -> CheckoutBatcher:

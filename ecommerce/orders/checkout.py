@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.carts.services import cart_id_of
 from ecommerce.core.cache.purge import invalidate_product
+from ecommerce.core.db.failover import note_commit_sent
 from ecommerce.core.db.session import locked, note_writes
 from ecommerce.core.events import notify_after_commit
 from ecommerce.core.idempotency import record_response
@@ -110,6 +111,7 @@ def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -
         "key_id": None if claim is None else claim.id,
         "key_token": None if claim is None else claim.token,
     }
+    note_commit_sent()  # the call commits by itself: a lost connection leaves its outcome unknown
     app = current_app._get_current_object()
     result = batcher_of(app).submit(
         member, lambda members: _place_orders(session, members), app.config["CHECKOUT_BATCH_MAX"]
@@ -126,6 +128,8 @@ def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -
         )
     if outcome == "retry":  # its products' locks deadlocked with another batch: nothing changed
         raise ServiceUnavailable("The checkout met a concurrent one; please try again.", retry_after=1)
+    if outcome == "error":  # this member alone failed in the database; the others stand
+        raise RuntimeError(f"place_order() failed: {result.get('sqlstate')} {result.get('message')}")
     if outcome == "taken_over":
         raise Conflict("This Idempotency-Key was taken over by a later request.")
     if claim is not None:

@@ -90,4 +90,5 @@ def deactivate_user(username: str) -> User:
     user.is_active = False
     revoke_other_logins(user.id, None, reason="deactivated")
     db.session.commit()
+    forget_checked_logins(user_id=user.id)
     return user

@@ -22,14 +22,17 @@ depends_on = None
 
 
 # place_order() of 0008, whose block of its own (the cart's lines, the products' locks, the stock
-# and the order) also ends in 'retry' on a deadlock: within a batch, a line added to a cart after
-# the batch locked its products takes that product's lock out of id order. The block's changes
-# are undone, the batch's other orders stand, and the app answers this one 503 (Retry-After).
+# and the order) also ends in 'retry' on a deadlock and in 'error' on any other failure (not a
+# cancel): the block's changes are undone, and the batch's other members stand. (Adding to a cart
+# takes a share lock on the cart row, so no line can join a cart between the batch's locks and
+# its member's turn, and its products' locks are never out of id order; 'retry' is a safety net.)
 RETRY_ON_DEADLOCK = (
     "    EXCEPTION WHEN SQLSTATE 'EC409' THEN\n"
     "        RETURN jsonb_build_object('outcome', 'short', 'products', v_short);\n"
     "    WHEN deadlock_detected THEN\n"
     "        RETURN jsonb_build_object('outcome', 'retry');\n"
+    "    WHEN OTHERS THEN\n"
+    "        RETURN jsonb_build_object('outcome', 'error', 'sqlstate', SQLSTATE, 'message', SQLERRM);\n"
 )
 
 # One transaction for the batch. Every lock a member will take is taken first, in the order

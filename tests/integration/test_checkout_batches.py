@@ -144,3 +144,40 @@ def test_checkouts_that_arrive_during_a_call_are_placed_together_and_never_overs
             select(func.sum(OrderItem.quantity)).where(OrderItem.product_id == product_id)
         )
         assert sold == 10
+
+
+def test_a_member_told_to_retry_can_retry_with_the_same_idempotency_key(make_instance, monkeypatch):
+    """A member answered 'retry' (its locks deadlocked; nothing of it changed) gets 503 with
+    Retry-After, and its Idempotency-Key is released, not stored: the retry with the same key
+    places the order (a stored 503 would be replayed for as long as the key is kept)."""
+    from ecommerce.orders import checkout
+
+    app = make_instance()
+    with app.app_context():
+        product_id = ProductFactory(category_id=CategoryFactory().id, stock_quantity=5).id
+        username = UserFactory().username
+    client = app.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    added = client.post("/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=headers)
+    assert added.status_code == 201
+    place = checkout._place_orders
+    told: list[bool] = []
+
+    def deadlocked_once(session, members):
+        if not told:
+            told.append(True)
+            return [{"outcome": "retry"} for _ in members]
+        return place(session, members)
+
+    monkeypatch.setattr(checkout, "_place_orders", deadlocked_once)
+    keyed = {**headers, "Idempotency-Key": "retry-me"}
+    first = client.post("/api/orders/", json={}, headers=keyed)
+    assert first.status_code == 503, first.get_json()
+    assert first.headers["Content-Type"] == "application/problem+json"
+    assert first.headers["Retry-After"] == "1"
+    again = client.post("/api/orders/", json={}, headers=keyed)
+    assert again.status_code == 201, again.get_json()
+    assert "Idempotent-Replayed" not in again.headers
+    replayed = client.post("/api/orders/", json={}, headers=keyed)
+    assert replayed.status_code == 201 and replayed.headers.get("Idempotent-Replayed") == "true"
+    assert replayed.get_json()["id"] == again.get_json()["id"]

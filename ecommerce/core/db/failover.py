@@ -71,6 +71,12 @@ def _note_commit(_connection) -> None:
         setattr(g, _COMMIT_SENT, True)
 
 
+def note_commit_sent() -> None:
+    """This request is about to send a write that commits without a COMMIT the engine sees (a
+    statement in autocommit): from here on, losing the database must not run the request again."""
+    setattr(g, _COMMIT_SENT, True)
+
+
 def install_engine_hooks(engine: Engine) -> None:
     """On a PostgreSQL engine: failover errors are disconnects; a request's COMMIT is noted."""
     event.listen(engine, "handle_error", _failover_errors_are_disconnects)
