@@ -24,7 +24,7 @@ class Excerpt:
 EXCERPTS = (
     Excerpt("Checkout: the whole cart or nothing", "place_order", "ecommerce/orders/checkout.py"),
     Excerpt(
-        "Checkout: one call of place_order() in autocommit",
+        "Checkout: its cart placed by place_order() within a batched call of place_orders(), in autocommit",
         "_check_out_in_one_call",
         "ecommerce/orders/checkout.py",
     ),

@@ -14,13 +14,13 @@ import time
 from prometheus_client import REGISTRY
 from sqlalchemy import event, func, select, text
 
-from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.core.models import utcnow
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderItem
 from ecommerce.products.models import Product
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 from tests.helpers import bearer, login, run_concurrently
+from tests.integration.test_checkout_concurrency import cart_lines
 
 
 def _member(user_id: int) -> dict:
@@ -34,18 +34,6 @@ def _member(user_id: int) -> dict:
         "key_id": None,
         "key_token": None,
     }
-
-
-def _cart(app, user_id: int) -> list[tuple[int, int]]:
-    with app.app_context():
-        return [
-            (row.product_id, row.quantity)
-            for row in db.session.execute(
-                select(CartItem.product_id, CartItem.quantity)
-                .join(ShoppingCart, ShoppingCart.id == CartItem.cart_id)
-                .where(ShoppingCart.user_id == user_id)
-            )
-        ]
 
 
 def _batches() -> tuple[float, float]:
@@ -97,8 +85,8 @@ def test_one_call_places_each_member_with_its_own_outcome(make_instance):
     assert stock == 0
     assert orders == {users[0][0]: 2, users[3][0]: 1}
     # The refused member's cart is as it was; the placed ones' carts are empty.
-    assert _cart(app, users[1][0]) == [(product_id, 2)]
-    assert _cart(app, users[0][0]) == [] and _cart(app, users[3][0]) == []
+    assert cart_lines(app, users[1][0]) == [(product_id, 2)]
+    assert cart_lines(app, users[0][0]) == [] and cart_lines(app, users[3][0]) == []
 
 
 def test_checkouts_that_arrive_during_a_call_are_placed_together_and_never_oversell(make_instance):

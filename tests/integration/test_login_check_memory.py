@@ -22,6 +22,19 @@ def _login_queries(statements: list[str]) -> list[str]:
     return [statement for statement in statements if "auth_sessions" in statement]
 
 
+def _remembered_on_b(make_instance, seconds: float):
+    """Instance a (remembers nothing) and b (remembers for ``seconds``), and a login made on a
+    that b has checked once: (a, b's client, the tokens)."""
+    a = make_instance()
+    b = make_instance(LOGIN_CHECK_SECONDS=seconds)
+    with a.app_context():
+        username = UserFactory().username
+    tokens = login(a.test_client(), username)
+    on_b = b.test_client()
+    assert on_b.get("/api/cart/", headers=bearer(tokens["access_token"])).status_code == 200
+    return a, on_b, tokens
+
+
 def test_a_checked_login_is_not_asked_again_within_the_window(make_instance):
     app = make_instance(LOGIN_CHECK_SECONDS=30)
     with app.app_context():
@@ -72,13 +85,7 @@ def test_a_logout_through_the_same_process_is_refused_at_once(make_instance):
 def test_a_revocation_elsewhere_is_refused_once_the_window_runs_out(make_instance):
     """Instance b remembers the login for 3 s; the login is revoked through instance a (another
     process, in production): b still lets it in within those seconds, and not after."""
-    a = make_instance()
-    b = make_instance(LOGIN_CHECK_SECONDS=3)
-    with a.app_context():
-        username = UserFactory().username
-    tokens = login(a.test_client(), username)
-    on_b = b.test_client()
-    assert on_b.get("/api/cart/", headers=bearer(tokens["access_token"])).status_code == 200
+    a, on_b, tokens = _remembered_on_b(make_instance, 3)
     checked_at = time.monotonic()
     assert (
         a.test_client().post("/api/auth/logout/", headers=bearer(tokens["access_token"])).status_code == 204
@@ -166,13 +173,7 @@ def test_a_logout_committed_during_a_check_is_not_remembered_as_live(make_instan
 def test_a_refresh_is_always_checked_in_the_database(make_instance):
     """A login revoked through another process, then refreshed here within the window: refused
     401 (not taken for a replayed refresh token, which would log a false reuse)."""
-    a = make_instance()
-    b = make_instance(LOGIN_CHECK_SECONDS=30)
-    with a.app_context():
-        username = UserFactory().username
-    tokens = login(a.test_client(), username)
-    on_b = b.test_client()
-    assert on_b.get("/api/cart/", headers=bearer(tokens["access_token"])).status_code == 200
+    a, on_b, tokens = _remembered_on_b(make_instance, 30)
     assert (
         a.test_client().post("/api/auth/logout/", headers=bearer(tokens["access_token"])).status_code == 204
     )
