@@ -5,6 +5,7 @@ route dumps the data with its own response schema once per fill (``cached_respon
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app
@@ -46,10 +47,22 @@ def get_product(product_id: int) -> Product:
     return product
 
 
-# A product read as a plain row: a cache miss needs no ORM object (identity map, instance
-# state), and the response schema dumps a row's attributes just the same.
-_DETAIL = select(Product.__table__)
-_IMAGES = select(ProductImage.__table__).order_by(ProductImage.position, ProductImage.id)
+# A product read as plain rows: a cache miss needs no ORM object (identity map, instance
+# state), and the response schema dumps a row's attributes just the same. One round trip: the
+# product joined with its pictures, one row per picture (a product has a handful); the
+# picture's columns under a prefix. (Two statements, the product and then its pictures, cost
+# the uncached detail 0.8x of its throughput: 559-578 against 670-764 req/s through the stack.)
+_IMAGE_PREFIX = "image_"
+_IMAGE_COLUMNS = [column.name for column in ProductImage.__table__.columns]
+_DETAIL = (
+    select(
+        Product.__table__,
+        *(column.label(_IMAGE_PREFIX + column.name) for column in ProductImage.__table__.columns),
+    )
+    .select_from(Product.__table__.outerjoin(ProductImage.__table__, ProductImage.product_id == Product.id))
+    .order_by(ProductImage.position, ProductImage.id)
+)
+_PRODUCT_COLUMNS = [column.name for column in Product.__table__.columns]
 
 
 def product_detail(product_id: int) -> CacheEntry:
@@ -57,11 +70,16 @@ def product_detail(product_id: int) -> CacheEntry:
 
     def read():
         read_from_replica(CATALOG_SCOPE)  # a miss is filled from a replica that has every write
-        row = db.session.execute(_DETAIL.where(Product.__table__.c.id == product_id)).first()
-        if row is None:
+        rows = db.session.execute(_DETAIL.where(Product.__table__.c.id == product_id)).all()
+        if not rows:
             raise NotFound("No such product.")
-        images = db.session.execute(_IMAGES.where(ProductImage.product_id == product_id)).all()
-        return {**row._mapping, "images": images}
+        product = {name: rows[0]._mapping[name] for name in _PRODUCT_COLUMNS}
+        product["images"] = [  # attributes, as the picture schema reads them
+            SimpleNamespace(**{name: row._mapping[_IMAGE_PREFIX + name] for name in _IMAGE_COLUMNS})
+            for row in rows
+            if row._mapping[_IMAGE_PREFIX + "id"] is not None
+        ]
+        return product
 
     return CacheEntry(
         product_key(product_id),

@@ -1,4 +1,5 @@
-"""SQL statements per request for the order history and one order: constant, never N+1.
+"""SQL statements per request for the order history, one order and an uncached product:
+constant, never N+1.
 
 Every statement the app's engine sends is counted with SQLAlchemy's ``before_cursor_execute``
 event (observation only), for one GET of a page of orders and one GET of an order, on
@@ -113,3 +114,37 @@ def test_one_order_is_a_constant_number_of_queries(app: Flask, customers: dict) 
     assert (len(small["items"]), len(small["payments"]), len(small["events"])) == (1, 1, 1)
     assert (len(large["items"]), len(large["payments"]), len(large["events"])) == (2, 2, 3)
     assert len(small_sent) == len(large_sent) == DETAIL_QUERIES, large_sent
+
+
+def test_an_uncached_product_is_one_statement_with_its_pictures_in_order(app: Flask, committed) -> None:
+    """A cache miss of GET /api/products/<id>/ reads the product and its pictures in one joined
+    statement, whether it has none or several; the pictures come in their order."""
+    from ecommerce.products.models import ProductImage
+
+    with app.app_context():
+        bare = ProductFactory().id
+        pictured = ProductFactory()
+        for position in (1, 0, 2):
+            db.session.add(
+                ProductImage(
+                    product_id=pictured.id,
+                    position=position,
+                    file_name=f"{position}.jpg",
+                    width=10,
+                    height=10,
+                    thumbnail_name=f"{position}-t.jpg",
+                    thumbnail_width=5,
+                    thumbnail_height=5,
+                )
+            )
+        db.session.commit()
+        pictured_id = pictured.id
+    seen = []
+    for product_id in (bare, pictured_id):
+        body, sent = _count(app, f"/api/products/{product_id}/", {})
+        seen.append(body)
+        assert [statement for statement in sent if "products" in statement] == sent
+        assert len(sent) == 1, sent
+    assert seen[0]["images"] == [] and seen[0]["id"] == bare
+    assert [image["position"] for image in seen[1]["images"]] == [0, 1, 2]
+    assert seen[1]["images"][0]["url"].endswith("0.jpg")
