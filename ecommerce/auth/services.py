@@ -213,10 +213,10 @@ def load_active_login(family_id: str | None, user_id: str, *, remembered: bool =
     none for a login this process checked less than LOGIN_CHECK_SECONDS ago."""
     if not family_id:
         return None
-    seconds = current_app.config["LOGIN_CHECK_SECONDS"]
+    seconds = current_app.config["LOGIN_CHECK_SECONDS"] if remembered else 0
     key = (family_id, int(user_id))
-    store = _checked_logins()
-    if seconds > 0 and remembered:
+    store = _checked_logins() if seconds > 0 else None
+    if store is not None:
         with store.lock:
             checked = store.entries.get(key)
             generation = store.generation
@@ -234,7 +234,7 @@ def load_active_login(family_id: str | None, user_id: str, *, remembered: bool =
     now = utcnow()
     if revoked_at is not None or expires_at <= now or not user.is_active:
         return None
-    if seconds > 0 and remembered:
+    if store is not None:
         # The session's copy is the one kept (detached); the request gets a fresh copy of it.
         until = time.monotonic() + min(seconds, (expires_at - now).total_seconds())
         db.session.expunge(user)

@@ -16,6 +16,8 @@ Concurrency design (docs/db_optimization.md, "Checkout"):
   0008_checkout_function), run in autocommit: one round trip, and one transaction that ends
   inside the server, so the product rows buyers contend for are locked only while the function
   runs, never while an answer travels to the app or waits for its turn in the app's event loop.
+  The checkouts of a worker that arrive together share one call of ``place_orders()`` (migration
+  0009, orders/batching.py), each placed by ``place_order()`` with its own outcome.
   Elsewhere (SQLite, the embedded default) the same steps run one by one.
 """
 
