@@ -9,8 +9,9 @@
 #   scripts/stack.sh down     stop exactly what `up` started (the PID files in STACK_DIR/pids)
 #   scripts/stack.sh status   what runs
 #   scripts/stack.sh reload   migrate, then restart the app instances one at a time (new code, new
-#                             processes), each out of nginx's upstream while it restarts, then the
-#                             worker; clients go on being served (see reload() below)
+#                             processes), each out of nginx's choice while it restarts (a drain
+#                             file, no nginx reload), then the worker; clients go on being served,
+#                             keep-alive ones included (see reload() below)
 #
 # Environment (defaults):
 #   STACK_PORT=8080  STACK_APP_PORTS="8001 8002"  STACK_WORKER_METRICS_PORT=9101
@@ -19,7 +20,7 @@
 #   STACK_SEED_PRODUCTS=1000  STACK_BOOT_TIMEOUT=60 (s)  STACK_STOP_TIMEOUT=30 (s)
 #   STACK_PROXY_READ_TIMEOUT=35 (s, nginx's proxy_read_timeout)
 #   STACK_DRAIN_TIMEOUT=STACK_PROXY_READ_TIMEOUT+5 (s, reload: how long nginx may go on with the
-#   requests it holds on an instance taken out of its upstream)
+#   requests it holds on an instance taken out of its choice)
 # Every other app setting (AUTH_RATE_LIMIT, WEB_CONCURRENCY, LOG_LEVEL, APP_ENV, ...) is passed
 # through. APP_ENV defaults to production, with a SECRET_KEY made once into STACK_DIR/secret_key.
 # `up` saves the environment it gives the processes in STACK_DIR/env; `reload` starts the new
@@ -54,6 +55,7 @@ PIDS="$STACK_DIR/pids"
 PORTS_FILE="$STACK_DIR/ports.env"
 ENV_FILE="$STACK_DIR/env"
 NGINX_CONF="$STACK_DIR/nginx.conf"
+DRAIN_DIR="$STACK_DIR/drain"
 LOGS="$STACK_DIR/logs"
 BIN="$ROOT/.venv/bin"
 PY="$BIN/python"
@@ -157,22 +159,54 @@ ensure_packages() {
 }
 
 # render TEMPLATE OUTPUT: the lines tagged "# stack:<what>" get the actual ports and paths; a
-# run of lines tagged "# stack:app" becomes one line per app port (8001 -> port, app1 -> appN).
+# run of lines tagged "# stack:app" becomes one line per app port (8001 -> port, app1 -> appN,
+# and a drain/ file's path made absolute). The lines from "# stack:without" to
+# "# stack:without_end" become one copy of the upstream group "ecommerce" per instance, named
+# ecommerce_without_appN, without that instance's server line (reload's groups, nginx.conf).
 render() {
   awk -v ports="$STACK_APP_PORTS" -v listen="$STACK_PORT" -v worker="$STACK_WORKER_METRICS_PORT" \
     -v prom="$STACK_PROMETHEUS_PORT" -v rules="$ROOT/prometheus/alerts.yml" \
-    -v read_timeout="$STACK_PROXY_READ_TIMEOUT" -v storefront="$ROOT/storefront" -v media="$MEDIA_ROOT" '
+    -v read_timeout="$STACK_PROXY_READ_TIMEOUT" -v storefront="$ROOT/storefront" -v media="$MEDIA_ROOT" \
+    -v drain="$DRAIN_DIR" '
     function swap(line, from, to,   at) {
       at = index(line, from)
       return at ? substr(line, 1, at - 1) to substr(line, at + length(from)) : line
     }
-    !match($0, /# stack:[a-z_]+/) { in_apps = 0; print; next }
+    function emit(line) {
+      print line
+      if (in_group) group[++group_lines] = line
+      if (in_group && line ~ /^[ \t]*}/) in_group = 0
+    }
+    /^[ \t]*upstream ecommerce \{/ { in_group = 1; group_lines = 0 }
+    in_without {
+      if (index($0, "# stack:without_end")) {
+        in_without = 0
+        n = split(ports, port, " ")
+        for (i = 1; i <= n; i++) {
+          for (j = 1; j <= group_lines; j++) {
+            line = group[j]
+            if (line ~ /^[ \t]*#/) continue
+            if (index(line, "server 127.0.0.1:" port[i] " ")) continue
+            line = swap(line, "upstream ecommerce {", "upstream ecommerce_without_app" i " {")
+            line = swap(line, "zone ecommerce ", "zone ecommerce_without_app" i " ")
+            print line
+          }
+        }
+      }
+      next
+    }
+    !match($0, /# stack:[a-z_]+/) { in_apps = 0; emit($0); next }
     {
       what = substr($0, RSTART + 8, RLENGTH - 8)
+      if (what == "without") { in_apps = 0; in_without = 1; next }
       if (what == "app") {
         if (!in_apps) {
           n = split(ports, port, " ")
-          for (i = 1; i <= n; i++) print swap(swap($0, "8001", port[i]), "app1", "app" i)
+          for (i = 1; i <= n; i++) {
+            line = swap(swap($0, "8001", port[i]), "(-f drain/", "(-f " drain "/")
+            gsub(/app1/, "app" i, line)
+            emit(line)
+          }
         }
         in_apps = 1
         next
@@ -186,7 +220,7 @@ render() {
       else if (what == "read_timeout") line = swap(line, "35s", read_timeout "s")
       else if (what == "storefront") line = swap(line, "root storefront;", "root " storefront ";")
       else if (what == "media") line = swap(line, "alias media/;", "alias " media "/;")
-      print line
+      emit(line)
     }' "$1" >"$2"
 }
 
@@ -258,6 +292,8 @@ up() {
   (umask 077 && env -0 >"$ENV_FILE")
   PROCESS_ENV=()
 
+  rm -rf "$DRAIN_DIR" # every instance in nginx's choice (a failed reload's drain file is stale)
+  mkdir -p "$DRAIN_DIR"
   render nginx.conf "$NGINX_CONF"
   if ((EUID == 0)); then
     # Started by root, nginx would run its workers as nobody, who may not reach STACK_DIR (under
@@ -320,73 +356,39 @@ wait_for() {
 #
 # Migrations first (`flask db upgrade`, as docker/deploy.sh does: they must suit the running code
 # too); if they fail, nothing else is touched. Then the app instances are restarted one at a
-# time, each taken out of nginx's upstream first:
-#   1. its server line in STACK_DIR/nginx.conf gets "down" (the instance restarted before it is
-#      put back in the same edit), nginx -t, SIGHUP to nginx's master;
-#   2. wait until that reload has taken effect: workers of the new configuration run, and every
-#      worker of the old one is gone or "shutting down" (it accepts no connection any more,
-#      finishes the requests it holds, closes its idle connections to the instances, and exits);
-#   3. wait until no nginx process holds a connection to the instance (at most
-#      STACK_DRAIN_TIMEOUT: past nginx's proxy_read_timeout only live event streams can be left;
-#      the instance's shutdown ends them and their clients reconnect, to another instance);
-#   4. SIGTERM to its gunicorn master, whose workers finish what they hold (graceful_timeout),
+# time, each taken out of nginx's choice first, without reloading nginx:
+#   1. the file DRAIN_DIR/appN is made (the instance restarted before it is put back: its file
+#      removed first). From the next request on, nginx sends every request to the upstream group
+#      ecommerce_without_appN (nginx.conf's $pool), which lacks the instance;
+#   2. wait until no nginx process holds a connection to the instance: the requests on it
+#      finish, and the idle keep-alive connections of the group "ecommerce" to it close after
+#      the upstream keepalive_timeout (4 s). At most STACK_DRAIN_TIMEOUT: past nginx's
+#      proxy_read_timeout only live event streams can be left; the instance's shutdown ends them
+#      and their clients reconnect, to another instance;
+#   3. SIGTERM to its gunicorn master, whose workers finish what they hold (graceful_timeout),
 #      waited for (SIGKILL after STACK_STOP_TIMEOUT), as `down` does;
-#   5. a new instance on the same port, with the environment `up` gave the first (ENV_FILE),
+#   4. a new instance on the same port, with the environment `up` gave the first (ENV_FILE),
 #      waited for until its /readyz answers 200 (it reaches the database and Redis); its PID
 #      file is rewritten, so `status` and `down` know it.
 # Then the last instance is put back, and the worker is restarted: SIGINT (it finishes its
 # running jobs), a new consumer, waited for until its metrics answer; jobs queued meanwhile wait
-# in Redis. nginx is reloaded, never restarted; Prometheus is not touched. If an instance does
-# not become ready, the reload stops there, with that instance out of nginx's upstream and the
-# others serving.
+# in Redis. nginx is neither reloaded nor restarted: a reload would close its old workers' idle
+# keep-alive connections from clients, and a request sent on one at that moment would get no
+# answer. Prometheus is not touched. If an instance does not become ready, the reload stops
+# there, with that instance's drain file left (out of nginx's choice) and the others serving.
 
-# upstream_flag PORT up|down: NGINX_CONF's upstream server 127.0.0.1:PORT without or with "down".
-upstream_flag() {
-  local line="^[[:space:]]*server 127\\.0\\.0\\.1:$1 "
-  grep -Eq "$line" "$NGINX_CONF" || die "no upstream server 127.0.0.1:$1 in $NGINX_CONF"
-  if [[ $2 == down ]]; then
-    sed -i -E "/$line/{s/ down;/;/;s/;/ down;/}" "$NGINX_CONF"
+# drain NAME on|off: nginx sends no new request to instance NAME (on), or does again (off).
+drain() {
+  if [[ $2 == on ]]; then
+    mkdir -p "$DRAIN_DIR"
+    : >"$DRAIN_DIR/$1"
   else
-    sed -i -E "/$line/s/ down;/;/" "$NGINX_CONF"
+    rm -f "$DRAIN_DIR/$1"
   fi
 }
 
-in_upstream() { ! grep -Eq "^[[:space:]]*server 127\\.0\\.0\\.1:$1 [^;]* down;" "$NGINX_CONF"; }
-
-proc_title() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
-
-# nginx_reload: NGINX_CONF checked, then applied (SIGHUP), waited for until it has taken effect.
-nginx_reload() {
-  local master pid old=() deadline
-  master=$(ours "$PIDS/nginx.pid") || die "nginx is not running (scripts/stack.sh status)"
-  check_nginx_conf
-  for pid in $(group_members "$master"); do
-    if [[ $(proc_title "$pid") == *"worker process"* ]]; then old+=("$pid"); fi
-  done
-  kill -HUP "$master"
-  deadline=$((SECONDS + 10))
-  until nginx_reloaded "$master" "${old[@]}"; do
-    ((SECONDS < deadline)) || die "nginx did not take its new configuration within 10s (see $LOGS/nginx-error.log)"
-    sleep 0.1
-  done
-}
-
-# nginx_reloaded MASTER OLD_WORKER...: each old worker is gone or shutting down, and a worker of
-# the new configuration runs.
-nginx_reloaded() {
-  local master=$1 pid title fresh=0
-  shift
-  for pid in "$@"; do
-    title=$(proc_title "$pid") || continue # gone
-    [[ -z $title || $title == *"shutting down"* ]] || return 1
-  done
-  for pid in $(group_members "$master"); do
-    [[ " $* " == *" $pid "* ]] && continue
-    title=$(proc_title "$pid") || continue
-    if [[ $title == *"worker process"* && $title != *"shutting down"* ]]; then fresh=1; fi
-  done
-  ((fresh))
-}
+# chosen NAME: nginx may send requests to instance NAME (it has no drain file).
+chosen() { [[ ! -e $DRAIN_DIR/$1 ]]; }
 
 # nginx_connections PORT: how many TCP connections nginx's processes hold open to 127.0.0.1:PORT.
 nginx_connections() {
@@ -445,21 +447,24 @@ ready() {
 
 reload_failed() {
   local left
-  left=$(grep -E '^[[:space:]]*server .* down;' "$NGINX_CONF" 2>/dev/null | sed -E 's/^[[:space:]]*server ([^ ]+).*/\1/' | tr '\n' ' ')
-  say "reload failed; out of nginx's upstream: ${left:-none}(scripts/stack.sh status; a new reload puts them back)"
+  left=$(cd "$DRAIN_DIR" 2>/dev/null && printf '%s ' *)
+  [[ $left != '* ' ]] || left=""
+  say "reload failed; out of nginx's choice (a file in $DRAIN_DIR): ${left:-none}(scripts/stack.sh status; a new reload puts them back)"
 }
 
 # answers PORT: the instance on PORT answers /readyz with 200 (within 5 s).
 answers() { "$PY" "$CHECKS" wait 5 "" "http://127.0.0.1:$1/readyz" 2>/dev/null; }
 
 reload() {
-  local names=() ports=() out_names=() out_ports=() name port i other previous="" serving back=0
+  local names=() ports=() out_names=() out_ports=() name port i other previous="" serving
   local started=$SECONDS
   [[ -f $PORTS_FILE ]] || die "no stack in $STACK_DIR to reload (make stack)"
   ours "$PIDS/nginx.pid" >/dev/null || die "nginx is not running (scripts/stack.sh status): reload needs a running stack (make stack)"
-  # The instances out of nginx's upstream (left so by a failed reload) first: they serve no one.
+  grep -q "upstream ecommerce_without_app1 " "$NGINX_CONF" \
+    || die "$NGINX_CONF has no upstream groups for a reload (the stack was started by an older scripts/stack.sh): restart it once (make stack-down; make stack)"
+  # The instances out of nginx's choice (left so by a failed reload) first: they serve no one.
   while read -r name port; do
-    if in_upstream "$port"; then
+    if chosen "$name"; then
       names+=("$name")
       ports+=("$port")
     else
@@ -469,7 +474,7 @@ reload() {
   done < <(app_names)
   names=("${out_names[@]}" "${names[@]}")
   ports=("${out_ports[@]}" "${ports[@]}")
-  ((${#names[@]} >= 2)) || die "reload takes the instances out of nginx's upstream one at a time: it needs two or more (STACK_APP_PORTS)"
+  ((${#names[@]} >= 2)) || die "reload takes the instances out of nginx's choice one at a time: it needs two or more (STACK_APP_PORTS)"
   load_env
   exec 9>"$STACK_DIR/reload.lock"
   flock -n 9 || die "another reload of this stack is running"
@@ -479,38 +484,32 @@ reload() {
     || { tail -n 30 "$LOGS/setup.log" >&2; die "migrations failed; nothing was restarted"; }
   trap reload_failed EXIT
   # One that is out but ready goes back in now.
-  for port in "${ports[@]}"; do
-    if ! in_upstream "$port" && answers "$port"; then
-      upstream_flag "$port" up
-      back=1
-    fi
+  for i in "${!names[@]}"; do
+    if ! chosen "${names[i]}" && answers "${ports[i]}"; then drain "${names[i]}" off; fi
   done
-  if ((back)); then nginx_reload; fi
 
   for i in "${!names[@]}"; do
     name=${names[i]} port=${ports[i]}
-    if [[ -n $previous ]]; then upstream_flag "$previous" up; fi
-    # Another instance stays in nginx's upstream, and is ready, while this one is out.
+    if [[ -n $previous ]]; then drain "$previous" off; fi
+    # Another instance stays in nginx's choice, and is ready, while this one is out.
     serving=""
-    for other in "${ports[@]}"; do
-      if [[ $other != "$port" ]] && in_upstream "$other" && answers "$other"; then
-        serving=$other
+    for other in "${!names[@]}"; do
+      if [[ ${names[other]} != "$name" ]] && chosen "${names[other]}" && answers "${ports[other]}"; then
+        serving=${names[other]}
         break
       fi
     done
-    [[ -n $serving ]] || die "$name: no other instance is in nginx's upstream and ready; not taking $name out"
-    upstream_flag "$port" down
-    nginx_reload
-    say "$name: out of nginx's upstream; waiting for the requests nginx holds on it"
+    [[ -n $serving ]] || die "$name: no other instance is in nginx's choice and ready; not taking $name out"
+    drain "$name" on
+    say "$name: out of nginx's choice; waiting for the requests nginx holds on it"
     nginx_drain "$name" "$port"
     restart "$name" "$port"
     ready "$name" "http://127.0.0.1:$port/readyz"
     say "$name: restarted (pid ${STARTED_PIDS[0]}), ready"
-    previous=$port
+    previous=$name
   done
-  upstream_flag "$previous" up
-  nginx_reload
-  say "every instance is back in nginx's upstream"
+  drain "$previous" off
+  say "every instance is back in nginx's choice"
 
   restart worker
   ready worker "http://127.0.0.1:$STACK_WORKER_METRICS_PORT/metrics"
@@ -530,7 +529,10 @@ status_lines() {
       nginx) address="http://127.0.0.1:$STACK_PORT" ;;
       worker) address="http://127.0.0.1:$STACK_WORKER_METRICS_PORT/metrics" ;;
       prometheus) address="http://127.0.0.1:$STACK_PROMETHEUS_PORT" ;;
-      *) address="http://127.0.0.1:$(app_names | awk -v n="$name" '$1 == n {print $2}')" ;;
+      *)
+        address="http://127.0.0.1:$(app_names | awk -v n="$name" '$1 == n {print $2}')"
+        chosen "$name" || address+="  (out of nginx's choice; a reload puts it back)"
+        ;;
     esac
     if pid=$(ours "$PIDS/$name.pid"); then
       printf '%-11s %-8s %-8s %s\n' "$name" "$pid" running "$address"

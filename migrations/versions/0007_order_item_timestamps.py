@@ -1,4 +1,4 @@
-"""Order lines get created_at and updated_at like every other table. Existing lines take their
+"""Order lines get created_at and updated_at like the other tables whose rows change. Existing lines take their
 order's created_at for both: a line is written with its order and never changed after.
 
 Revision ID: 0007_order_item_timestamps

@@ -215,6 +215,13 @@ def test_nginx_config_is_valid_as_shipped_and_as_rendered(stack, tmp_path):
     for port in stack.app_ports:
         assert re.search(rf"server 127\.0\.0\.1:{port} max_fails=\d+ fail_timeout=\d+s;", text)
     assert "least_conn;" in text and re.search(r"^\s*keepalive \d+;", text, re.M)
+    # Reload's groups: one per instance, with every other instance and not that one.
+    for number, port in enumerate(stack.app_ports, start=1):
+        group = re.search(rf"upstream ecommerce_without_app{number} {{(.*?)}}", text, re.S)
+        assert group, number
+        servers = re.findall(r"server 127\.0\.0\.1:(\d+) ", group[1])
+        assert servers == [str(p) for p in stack.app_ports if p != port], group[1]
+        assert f"if (-f {stack.dir}/drain/app{number}) {{ set $pool ecommerce_without_app{number}; }}" in text
     # A POST that reached an instance is never sent to another one.
     directives = re.findall(r"^\s*proxy_next_upstream\s+([^;]*);", text, re.M)
     assert directives == ["error timeout http_502 http_503"], directives
@@ -535,13 +542,35 @@ def test_requests_too_large_for_nginx_or_gunicorn_get_problems(stack):
     assert stack.get("/api/products/", params={"q": "a" * 300}).status_code == 422
 
 
+def test_a_drain_file_takes_an_instance_out_of_nginx_choice_at_once(stack):
+    """The switch `reload` uses: with STACK_DIR/drain/app1 there, the next requests all go to
+    app2, with no nginx reload; without it, to both again. `status` names the drained one."""
+    drain = stack.dir / "drain" / "app1"
+    nginx_workers = set(group_members(stack.pid("nginx")))
+    drain.touch()
+    try:
+        drained = [stack.get("/api/products/", params={"page_size": 5}) for _ in range(20)]
+        status = stack.script("status")
+    finally:
+        drain.unlink()
+    assert [r.status_code for r in drained] == [200] * 20
+    assert {r.headers["X-Upstream"] for r in drained} == {"app2"}
+    assert re.search(r"^app1\s.*out of nginx's choice", status.stdout, re.M), status.stdout
+    assert not re.search(r"^app2\s.*out of nginx's choice", status.stdout, re.M), status.stdout
+    back = [stack.get("/api/products/", params={"page_size": 5}) for _ in range(20)]
+    assert {r.headers["X-Upstream"] for r in back} == {"app1", "app2"}
+    assert set(group_members(stack.pid("nginx"))) == nginx_workers  # nginx was not reloaded
+
+
 def test_reload_restarts_each_instance_without_failing_a_request(stack):
     """`scripts/stack.sh reload` while clients read and buy through nginx: every request is
     answered (no 5xx, no connection error), every cart add answered is in the cart exactly
     once, nginx never sends a request to an instance that is out (no request tried twice), and
     afterwards both instances and the worker are new processes that `status` lists and that
-    serve. Each request opens a connection of its own: nginx's reload closes its old workers'
-    idle keep-alive connections from clients, as keepalive_timeout does (docs/deployment.md)."""
+    serve. Half the clients open a connection per request, half keep one open (a
+    requests.Session, which does not retry): nginx itself is never reloaded (the same worker
+    processes before and after), so no idle keep-alive connection of a client is closed under
+    it (docs/deployment.md)."""
     app1 = f"http://{HOST}:{stack.app_ports[0]}"
     client_ip = {"X-Forwarded-For": "198.51.100.21"}  # the login limits belong to other tests
     buyers = []
@@ -560,26 +589,30 @@ def test_reload_restarts_each_instance_without_failing_a_request(stack):
         buyers.append({"Authorization": f"Bearer {login.json()['access_token']}"})
     names = ("app1", "app2", "worker")
     before = {name: stack.pid(name) for name in names}
+    nginx_processes = set(group_members(stack.pid("nginx")))
 
     stop = threading.Event()
     results: list[tuple[str, str, int | str, str | None, float]] = []  # method, id, status, upstream, when
 
     def client(number: int) -> None:
+        # 0-2 read, 3-4 buy; 1 and 4 keep their connection open between requests.
         headers = buyers[number - 3] if number >= 3 else {}
+        session = requests.Session() if number in (1, 4) else requests
         sent = 0
         while not stop.is_set():
             sent += 1
             request_id = f"reload-{number}-{sent}"
             try:
                 if number >= 3:
-                    answer = stack.post(
-                        "/api/cart/items/",
+                    answer = session.post(
+                        stack.url("/api/cart/items/"),
                         json={"product_id": sent % 60 + 1, "quantity": 1},
                         headers={**headers, "X-Request-ID": request_id},
+                        timeout=10,
                     )
                 else:
                     path = f"/api/products/{sent % 60 + 1}/" if sent % 2 else "/api/categories/"
-                    answer = stack.get(path, headers={"X-Request-ID": request_id})
+                    answer = session.get(stack.url(path), headers={"X-Request-ID": request_id}, timeout=10)
                 outcome = (answer.status_code, answer.headers.get("X-Upstream"))
             except requests.RequestException as error:
                 outcome = (repr(error), None)
@@ -635,7 +668,8 @@ def test_reload_restarts_each_instance_without_failing_a_request(stack):
     served = [stack.get("/api/products/", params={"page_size": 5}) for _ in range(10)]
     assert [r.status_code for r in served] == [200] * 10
     assert {r.headers["X-Upstream"] for r in served} == {"app1", "app2"}
-    assert " down;" not in (stack.dir / "nginx.conf").read_text()
+    assert not list((stack.dir / "drain").iterdir())  # every instance back in nginx's choice
+    assert set(group_members(stack.pid("nginx"))) == nginx_processes  # nginx was not reloaded
     for port in stack.app_ports:
         assert requests.get(f"http://{HOST}:{port}/readyz", timeout=5).status_code == 200
     assert requests.get(f"http://{HOST}:{stack.worker_port}/metrics", timeout=5).status_code == 200
