@@ -15,17 +15,17 @@ cart. While they run, BENCH_ROUNDS rounds each run two reloads, one after the ot
 - ``baseline``: ``scripts/stack.sh reload`` of BENCH_BASELINE_TREE (a ``git worktree`` of an
   earlier commit, with a ``.venv`` link to this one's), on this stack's STACK_DIR: before
   reloads stopped reloading nginx, it marked the instance ``down`` in the rendered nginx.conf and
-  reloaded nginx, twice per instance;
+  reloaded nginx, once per instance and once more at the end;
 - ``this tree``: this checkout's ``scripts/stack.sh reload`` (a drain file, no nginx reload).
 
-Each request is counted against the reload it overlapped (sent after the reload started and
-answered or failed before it ended). Printed per reload kind: requests, failures by kind (a
-connection closed without an answer, a status other than 200/201, anything else), split by
-keep-alive and fresh connections, and the reload's duration. At the end each buyer's cart must
-hold exactly the units of the adds answered 200/201 (an add whose connection was closed without
-an answer never reached the app, or the sum is off and the script says so). The client's CPU
-time is printed beside the figures (it shares the two cores with the stack). The script exits
-non-zero when a reload fails or a cart is off.
+Each request sent after a reload started and answered (or failed) before it ended counts for
+that reload; the others are counted apart ("outside the reloads"). Printed per reload kind:
+requests, failures by kind (a connection closed without an answer, a status other than
+200/201, anything else), split by keep-alive and fresh connections, and the reload's duration.
+At the end each buyer's cart must hold exactly the units of the adds answered 200/201 (an add
+whose connection was closed without an answer never reached the app, or the sum is off and the
+script says so). The client's CPU time is printed beside the figures (it shares the two cores
+with the stack). The script exits non-zero when a reload fails or a cart is off.
 
     git worktree add /tmp/reload-before ad842c9 && ln -s "$PWD/.venv" /tmp/reload-before/.venv
     BENCH_BASELINE_TREE=/tmp/reload-before .venv/bin/python benchmarks/stack_reload.py
@@ -90,7 +90,14 @@ def stack(command: str, env: dict[str, str], tree: Path = ROOT) -> subprocess.Co
 
 def classify(error: requests.RequestException) -> str:
     text = repr(error)
-    if "RemoteDisconnected" in text or "ConnectionResetError" in text or "BadStatusLine" in text:
+    closed = (
+        "RemoteDisconnected",
+        "ConnectionResetError",
+        "BadStatusLine",
+        "BrokenPipeError",
+        "ConnectionAborted",
+    )
+    if any(name in text for name in closed):
         return "closed"
     return f"error {type(error).__name__}"
 

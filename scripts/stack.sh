@@ -181,7 +181,13 @@ render() {
     in_without {
       if (index($0, "# stack:without_end")) {
         in_without = 0
+        if (!group_lines) {
+          print "render: no upstream group \"ecommerce\" before the stack:without lines of " FILENAME > "/dev/stderr"
+          exit 1
+        }
         n = split(ports, port, " ")
+        # One instance: nothing to send its requests to while it restarts (reload refuses it).
+        if (n < 2) next
         for (i = 1; i <= n; i++) {
           for (j = 1; j <= group_lines; j++) {
             line = group[j]
@@ -203,9 +209,10 @@ render() {
         if (!in_apps) {
           n = split(ports, port, " ")
           for (i = 1; i <= n; i++) {
-            line = swap(swap($0, "8001", port[i]), "(-f drain/", "(-f " drain "/")
+            if (n < 2 && index($0, "(-f drain/")) continue # no groups without an instance
+            line = swap($0, "8001", port[i])
             gsub(/app1/, "app" i, line)
-            emit(line)
+            emit(swap(line, "(-f drain/", "(-f " drain "/")) # after gsub: the folder may hold "app1"
           }
         }
         in_apps = 1
@@ -460,8 +467,6 @@ reload() {
   local started=$SECONDS
   [[ -f $PORTS_FILE ]] || die "no stack in $STACK_DIR to reload (make stack)"
   ours "$PIDS/nginx.pid" >/dev/null || die "nginx is not running (scripts/stack.sh status): reload needs a running stack (make stack)"
-  grep -q "upstream ecommerce_without_app1 " "$NGINX_CONF" \
-    || die "$NGINX_CONF has no upstream groups for a reload (the stack was started by an older scripts/stack.sh): restart it once (make stack-down; make stack)"
   # The instances out of nginx's choice (left so by a failed reload) first: they serve no one.
   while read -r name port; do
     if chosen "$name"; then
@@ -475,6 +480,8 @@ reload() {
   names=("${out_names[@]}" "${names[@]}")
   ports=("${out_ports[@]}" "${ports[@]}")
   ((${#names[@]} >= 2)) || die "reload takes the instances out of nginx's choice one at a time: it needs two or more (STACK_APP_PORTS)"
+  grep -q "upstream ecommerce_without_app1 " "$NGINX_CONF" \
+    || die "$NGINX_CONF has no upstream groups for a reload (the stack was started by an older scripts/stack.sh): restart it once (make stack-down; make stack)"
   load_env
   exec 9>"$STACK_DIR/reload.lock"
   flock -n 9 || die "another reload of this stack is running"
@@ -502,6 +509,9 @@ reload() {
     [[ -n $serving ]] || die "$name: no other instance is in nginx's choice and ready; not taking $name out"
     drain "$name" on
     say "$name: out of nginx's choice; waiting for the requests nginx holds on it"
+    # A request that chose its group just before the file appeared connects a moment later:
+    # counted from then on.
+    sleep 1
     nginx_drain "$name" "$port"
     restart "$name" "$port"
     ready "$name" "http://127.0.0.1:$port/readyz"

@@ -754,8 +754,8 @@ def nginx_normalised(tree: list, parent: str = "") -> list:
             args = [args[0].rsplit(":", 1)[-1], *args[1:]]
         elif name in PATH_DIRECTIVES:
             args = ["<path>", *args[1:]]
-        elif name == "if" and args[:1] == ["(-f"]:  # a drain file: (-f PATH)
-            args = ["(-f", "<path>)", *args[2:]]
+        elif name == "if" and args[:1] == ["(-f"]:  # a drain file: (-f FOLDER/appN)
+            args = ["(-f", "<folder>/" + args[1].rsplit("/", 1)[-1], *args[2:]]
         out.append((name, args, nginx_normalised(children, name) if children is not None else None))
     return out
 

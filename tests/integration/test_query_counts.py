@@ -148,3 +148,47 @@ def test_an_uncached_product_is_one_statement_with_its_pictures_in_order(app: Fl
     assert seen[0]["images"] == [] and seen[0]["id"] == bare
     assert [image["position"] for image in seen[1]["images"]] == [0, 1, 2]
     assert seen[1]["images"][0]["url"].endswith("0.jpg")
+
+
+def test_adding_to_a_cart_is_the_login_check_and_one_statement(app: Flask, committed) -> None:
+    """POST /api/cart/items/ to an existing cart: the login check and the upsert, which also
+    returns the product's price (no reload of the line); the answer is the line as GET
+    /api/cart/ shows it, for a new line (201) and for more of one already there (200)."""
+    with app.app_context():
+        first, second = ProductFactory(price=Decimal("12.50")), ProductFactory(price=Decimal("3.10"))
+        user = UserFactory()
+        ids, username = (first.id, second.id), user.username
+        db.session.remove()
+    client = app.test_client()
+    headers = bearer(login(client, username)["access_token"])
+    assert (
+        client.post(
+            "/api/cart/items/", json={"product_id": ids[0], "quantity": 1}, headers=headers
+        ).status_code
+        == 201
+    )
+
+    answers = []
+    for product_id, quantity, status in ((ids[1], 2, 201), (ids[1], 3, 200)):
+        with capture_statements(app) as sent:
+            response = client.post(
+                "/api/cart/items/", json={"product_id": product_id, "quantity": quantity}, headers=headers
+            )
+        assert response.status_code == status, response.get_json()
+        assert len(sent) == 2, sent
+        assert "INSERT INTO cart_items" in sent[1] and "price" in sent[1], sent[1]
+        answers.append(response.get_json())
+    cart = client.get("/api/cart/", headers=headers).get_json()
+    line = next(item for item in cart["items"] if item["product_id"] == ids[1])
+    assert (
+        answers[1]
+        == line
+        == {
+            "id": answers[0]["id"],
+            "product_id": ids[1],
+            "quantity": 5,
+            "unit_price": "3.10",
+            "line_total": "15.50",
+        }
+    )
+    assert answers[0]["quantity"] == 2 and answers[0]["line_total"] == "6.20"
