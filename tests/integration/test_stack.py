@@ -134,6 +134,17 @@ def nginx_processes(master: int) -> set[int]:
     return {master, *workers}
 
 
+def assert_nginx_accepts(config: Path, prefix: Path) -> None:
+    """``nginx -t`` passes on ``config``, its relative paths under ``prefix``."""
+    check = subprocess.run(
+        [NGINX, "-t", "-c", str(config), "-p", f"{prefix}/", "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert check.returncode == 0, check.stderr
+
+
 def distinct_free_ports(count: int) -> list[int]:
     ports: set[int] = set()
     while len(ports) < count:
@@ -208,21 +219,9 @@ def test_up_starts_every_process_and_status_lists_them(stack):
 
 def test_nginx_config_is_valid_as_shipped_and_as_rendered(stack, tmp_path):
     rendered = stack.dir / "nginx.conf"
-    check = subprocess.run(
-        [NGINX, "-t", "-c", str(rendered), "-p", f"{stack.dir}/", "-e", "stderr"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert check.returncode == 0, check.stderr
+    assert_nginx_accepts(rendered, stack.dir)
     (tmp_path / "logs").mkdir()
-    shipped = subprocess.run(
-        [NGINX, "-t", "-c", str(PROJECT_ROOT / "nginx.conf"), "-p", f"{tmp_path}/", "-e", "stderr"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert shipped.returncode == 0, shipped.stderr
+    assert_nginx_accepts(PROJECT_ROOT / "nginx.conf", tmp_path)
 
     text = rendered.read_text()
     assert f"listen 127.0.0.1:{stack.port};" in text
@@ -296,13 +295,7 @@ def test_rendering_for_one_or_three_instances_in_a_folder_named_app1(ports, tmp_
     assert re.findall(r"upstream (ecommerce\S*) \{", text) == ["ecommerce"] + [
         f"ecommerce_without_app{n}" for n in numbers
     ]
-    check = subprocess.run(
-        [NGINX, "-t", "-c", str(rendered), "-p", f"{folder}/", "-e", "stderr"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert check.returncode == 0, check.stderr
+    assert_nginx_accepts(rendered, folder)
 
 
 def test_both_instances_answer_through_nginx(stack):
