@@ -128,6 +128,31 @@ def stored(shop: Flask) -> dict:
         }
 
 
+def test_adding_to_a_cart_answers_the_line_as_the_cart_shows_it(shop_client, customer, new_product):
+    """On SQLite the add-to-cart takes its ORM path (the upsert, then the line loaded for the
+    answer): a new line is 201, more of it 200, each answer the line as GET /api/cart/ shows it;
+    an unknown product is 404 and adds nothing."""
+    pen = new_product("Pen", "2.40", 50)
+    first = shop_client.post("/api/cart/items/", json={"product_id": pen, "quantity": 2}, headers=customer)
+    again = shop_client.post("/api/cart/items/", json={"product_id": pen, "quantity": 3}, headers=customer)
+    assert (first.status_code, again.status_code) == (201, 200), (first.get_json(), again.get_json())
+    line = shop_client.get("/api/cart/", headers=customer).get_json()["items"]
+    assert line == [again.get_json()]
+    assert again.get_json() == {
+        "id": first.get_json()["id"],
+        "product_id": pen,
+        "quantity": 5,
+        "unit_price": "2.40",
+        "line_total": "12.00",
+    }
+    assert first.get_json()["line_total"] == "4.80"
+    missing = shop_client.post(
+        "/api/cart/items/", json={"product_id": pen + 1000, "quantity": 1}, headers=customer
+    )
+    assert_problem(missing, 404)
+    assert cart_lines(shop_client, customer) == [(pen, 5)]
+
+
 def test_a_cart_of_two_products_becomes_an_order(shop, shop_client, customer, new_product):
     pen = new_product("Pen", "19.99", 10)
     clip = new_product("Clip", "0.35", 5)
