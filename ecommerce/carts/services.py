@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cache
 from types import SimpleNamespace
 
-from sqlalchemy import Integer, delete, literal, select
+from sqlalchemy import Executable, Integer, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from ecommerce.carts.models import MAX_LINE_QUANTITY, CartItem, ShoppingCart
@@ -91,26 +92,36 @@ def _add_to_cart(
     checkout benchmark: the ORM upsert and the line's reload were 26% and 8% of a worker's
     samples; docs/performance_tuning.md, "Add to cart in one statement".) Elsewhere (SQLite)
     the price comes from loading the line."""
-    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    values = {"user_id": user_id, "product_id": product_id, "quantity": quantity, "now": utcnow()}
+    if dialect == "postgresql":
+        row = session.connection().execute(_upsert_statement(dialect), values).one_or_none()
+        if row is None:
+            return None
+        note_writes(session, CartItem.__tablename__)  # a Core statement: the session's events miss it
+        return row.id, row.quantity, row.price
+    row = session.execute(_upsert_statement(dialect), values).one_or_none()
+    return None if row is None else (row.id, row.quantity, None)
+
+
+@cache
+def _upsert_statement(dialect: str) -> Executable:
+    """The add-to-cart's statement for ``dialect``, built once with bound parameters (user_id,
+    product_id, quantity, now): building it per request, the CTE's column collection included,
+    was 10% of a worker's samples in the checkout benchmark."""
     lines = CartItem.__table__
+    now = bindparam("now", type_=UTCDateTime())
     source = (
-        select(
-            ShoppingCart.id,
-            Product.id,
-            literal(quantity, Integer),
-            literal(now, UTCDateTime()),
-            literal(now, UTCDateTime()),
-        )
+        select(ShoppingCart.id, Product.id, bindparam("quantity", type_=Integer), now, now)
         .select_from(ShoppingCart)
-        .join(Product, Product.id == product_id)
-        .where(ShoppingCart.user_id == user_id)
+        .join(Product, Product.id == bindparam("product_id", type_=Integer))
+        .where(ShoppingCart.user_id == bindparam("user_id", type_=Integer))
         # A share lock on the cart row: a line joins the cart before or after a checkout of it,
         # never while a checkout (whose lock on the cart excludes this one) is placing it. So a
         # batch of checkouts has locked every product of its carts before its first member runs
         # (orders/batching.py, migration 0009). SQLite has no row locks and ignores it.
         .with_for_update(read=True, of=ShoppingCart)
     )
-    dialect = session.get_bind().dialect.name
     statement = dialect_insert(lines, dialect).from_select(
         ["cart_id", "product_id", "quantity", "created_at", "updated_at"], source
     )
@@ -118,24 +129,13 @@ def _add_to_cart(
         index_elements=["cart_id", "product_id"],
         set_={"quantity": lines.c.quantity + statement.excluded.quantity, "updated_at": now},
     ).returning(lines.c.id, lines.c.quantity, lines.c.product_id)
-    if dialect == "postgresql":
-        added = statement.cte("added")
-        products = Product.__table__
-        row = (
-            session.connection()
-            .execute(
-                select(added.c.id, added.c.quantity, products.c.price).join(
-                    products, products.c.id == added.c.product_id
-                )
-            )
-            .one_or_none()
-        )
-        if row is None:
-            return None
-        note_writes(session, lines.name)  # a Core statement: the session's events do not see it
-        return row.id, row.quantity, row.price
-    row = session.execute(statement).one_or_none()
-    return None if row is None else (row.id, row.quantity, None)
+    if dialect != "postgresql":
+        return statement
+    added = statement.cte("added")
+    products = Product.__table__
+    return select(added.c.id, added.c.quantity, products.c.price).join(
+        products, products.c.id == added.c.product_id
+    )
 
 
 def set_quantity(user: User, item_id: int, quantity: int) -> CartItem:
