@@ -7,13 +7,14 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cachetools import TLRUCache
 from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 
 from ecommerce.auth.models import AuthSession, new_id
 from ecommerce.core.db.session import conflict_on_duplicate
@@ -208,6 +209,17 @@ def up_to_date(user: User) -> User:
     return user
 
 
+@cache
+def _login_statement() -> Select:
+    """The login check's query, built once with bound parameters: every authenticated request
+    runs it, and building it per request cost more than its cache key look-up."""
+    return (
+        select(User, AuthSession.revoked_at, AuthSession.expires_at)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(AuthSession.id == bindparam("family_id"), User.id == bindparam("user_id"))
+    )
+
+
 def load_active_login(family_id: str | None, user_id: str, *, remembered: bool = True) -> User | None:
     """The user of a live (not revoked, not expired) login, or None. One query per request, or
     none for a login this process checked less than LOGIN_CHECK_SECONDS ago."""
@@ -223,11 +235,7 @@ def load_active_login(family_id: str | None, user_id: str, *, remembered: bool =
         if checked is not None:
             g.login_from_memory = True
             return db.session.merge(checked[1], load=False)
-    row = db.session.execute(
-        select(User, AuthSession.revoked_at, AuthSession.expires_at)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .where(AuthSession.id == family_id, User.id == int(user_id))
-    ).first()
+    row = db.session.execute(_login_statement(), {"family_id": family_id, "user_id": int(user_id)}).first()
     if row is None:
         return None
     user, revoked_at, expires_at = row
