@@ -84,6 +84,31 @@ def app_env(database_url: str, redis_url: str, **settings: str) -> dict[str, str
     }
 
 
+def stack_env(
+    stack_dir: str,
+    ports: tuple[str | int, str, str | int, str | int],
+    products: int,
+    database_url: str,
+    redis_url: str,
+    **settings: str,
+) -> dict[str, str]:
+    """``app_env`` for a ``scripts/stack.sh`` stack of a benchmark's own: its folder, its ports
+    (nginx, the instances as "P1 P2", the worker's metrics, Prometheus) and a catalog of
+    ``products``."""
+    port, app_ports, worker_port, prometheus_port = ports
+    return app_env(
+        database_url,
+        redis_url,
+        STACK_DIR=stack_dir,
+        STACK_PORT=str(port),
+        STACK_APP_PORTS=app_ports,
+        STACK_WORKER_METRICS_PORT=str(worker_port),
+        STACK_PROMETHEUS_PORT=str(prometheus_port),
+        STACK_SEED_PRODUCTS=str(products),
+        **settings,
+    )
+
+
 def flask(*args: str, env: dict[str, str]) -> None:
     subprocess.run([str(BIN / "flask"), *args], check=True, env=env, cwd=ROOT)
 

@@ -54,7 +54,10 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cache_vs_db import ROOT, stack_env  # noqa: E402
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
 KEEPALIVE_CLIENTS = int(os.environ.get("BENCH_KEEPALIVE_CLIENTS", 3))
 FRESH_CLIENTS = int(os.environ.get("BENCH_FRESH_CLIENTS", 1))
@@ -173,20 +176,14 @@ def log_in(base: str, count: int) -> list[str]:
 
 def main() -> int:
     stack_dir = tempfile.mkdtemp(prefix="bench-reload-")
-    env = {
-        **os.environ,
-        "STACK_PORT": PORT,
-        "STACK_APP_PORTS": APP_PORTS,
-        "STACK_WORKER_METRICS_PORT": "18791",
-        "STACK_PROMETHEUS_PORT": "18790",
-        "STACK_DIR": stack_dir,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "STACK_SEED_PRODUCTS": str(PRODUCTS),
-        "RATELIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "JWT_ACCESS_TOKEN_EXPIRES": "86400",
-    }
+    env = stack_env(
+        stack_dir,
+        (PORT, APP_PORTS, 18791, 18790),
+        PRODUCTS,
+        DATABASE_URL,
+        REDIS_URL,
+        JWT_ACCESS_TOKEN_EXPIRES="86400",
+    )
     kinds = [("baseline", Path(BASELINE_TREE))] if BASELINE_TREE else []
     kinds.append(("this tree", ROOT))
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)

@@ -212,19 +212,7 @@ def move_stock(streams: Streams, token: str, base: int) -> tuple[list[float], li
 def main() -> None:
     wrk = ensure_wrk()
     stack_dir = tempfile.mkdtemp(prefix="bench-streams-")
-    env = {
-        **os.environ,
-        "STACK_PORT": str(PORT),
-        "STACK_APP_PORTS": APP_PORTS,
-        "STACK_WORKER_METRICS_PORT": "18691",
-        "STACK_PROMETHEUS_PORT": "18690",
-        "STACK_DIR": stack_dir,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "STACK_SEED_PRODUCTS": str(PRODUCTS),
-        "RATELIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = cache_vs_db.stack_env(stack_dir, (PORT, APP_PORTS, 18691, 18690), PRODUCTS, DATABASE_URL, REDIS_URL)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
     stack("up", env)
     results: dict[str, list[float]] = defaultdict(list)

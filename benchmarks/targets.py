@@ -107,20 +107,9 @@ def cache_counts(entity: str | None, metric: str = "ecommerce_cache_requests_tot
 
 def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
     stack_dir = tempfile.mkdtemp(prefix="bench-targets-")
-    env = {
-        **os.environ,
-        "STACK_PORT": PORT,
-        "STACK_APP_PORTS": APP_PORTS,
-        "STACK_WORKER_METRICS_PORT": "18591",
-        "STACK_PROMETHEUS_PORT": "18590",
-        "STACK_DIR": stack_dir,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "STACK_SEED_PRODUCTS": str(PRODUCTS),
-        "RATELIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        **variant_env(variant),
-    }
+    env = cache_vs_db.stack_env(
+        stack_dir, (PORT, APP_PORTS, 18591, 18590), PRODUCTS, DATABASE_URL, REDIS_URL, **variant_env(variant)
+    )
     root = Path(os.environ["BENCH_BEFORE_TREE"]) if variant.partition(":")[0] == "before" else ROOT
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
     stack("up", env, root)
