@@ -17,6 +17,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 from sqlalchemy import Select, bindparam, func, or_, select, update
 
 from ecommerce.auth.models import AuthSession, new_id
+from ecommerce.core.db.autocommit import alone
 from ecommerce.core.db.session import conflict_on_duplicate
 from ecommerce.core.models import utcnow
 from ecommerce.errors import Conflict, Unauthorized
@@ -235,7 +236,11 @@ def load_active_login(family_id: str | None, user_id: str, *, remembered: bool =
         if checked is not None:
             g.login_from_memory = True
             return db.session.merge(checked[1], load=False)
-    row = db.session.execute(_login_statement(), {"family_id": family_id, "user_id": int(user_id)}).first()
+    # The request's first statement, most often: alone, it needs no BEGIN of its own, and a
+    # write that follows it in a statement of its own (add to cart, checkout) none either.
+    with alone(db.session, writes=False):
+        params = {"family_id": family_id, "user_id": int(user_id)}
+        row = db.session.execute(_login_statement(), params).first()
     if row is None:
         return None
     user, revoked_at, expires_at = row

@@ -42,6 +42,9 @@ class CartItem(IdMixin, TimestampMixin, db.Model):
 
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
+        # An add is one statement that commits by itself (carts/services.py): the bound is
+        # the database's to enforce (migration 0010).
+        CheckConstraint(f"quantity <= {MAX_LINE_QUANTITY}", name=f"quantity_at_most_{MAX_LINE_QUANTITY}"),
         UniqueConstraint("cart_id", "product_id", name="uq_cart_items_cart_id_product_id"),
         Index("ix_cart_items_product_id", "product_id"),
     )

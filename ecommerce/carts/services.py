@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from functools import cache
 from types import SimpleNamespace
 
 from sqlalchemy import Executable, Integer, bindparam, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ecommerce.carts.models import MAX_LINE_QUANTITY, CartItem, ShoppingCart
+from ecommerce.core.db.autocommit import alone
 from ecommerce.core.db.session import locked, note_writes
 from ecommerce.core.models import UTCDateTime, dialect_insert, owned_row_id, utcnow
 from ecommerce.errors import NotFound, ValidationFailed
@@ -17,6 +21,8 @@ from ecommerce.extensions import db
 from ecommerce.products.models import Product
 from ecommerce.products.services import get_product
 from ecommerce.users.models import User
+
+_LINE_BOUND = f"ck_cart_items_quantity_at_most_{MAX_LINE_QUANTITY}"
 
 
 def cart_id_of(user: User) -> int:
@@ -61,8 +67,6 @@ def add_item(user: User, product_id: int, quantity: int) -> tuple[CartItem | Sim
         if added is None:  # the product went away meanwhile
             raise NotFound("No such product.")
     item_id, total_quantity, price = added
-    if total_quantity > MAX_LINE_QUANTITY:  # the upsert is rolled back with the request
-        raise ValidationFailed({"quantity": [f"A cart line holds at most {MAX_LINE_QUANTITY} units."]})
     if price is None:
         item = session.get(CartItem, item_id)  # loaded before the commit: the answer is what was written
     else:
@@ -94,14 +98,31 @@ def _add_to_cart(
     the price comes from loading the line."""
     dialect = session.get_bind().dialect.name
     values = {"user_id": user_id, "product_id": product_id, "quantity": quantity, "now": utcnow()}
-    if dialect == "postgresql":
-        row = session.connection().execute(_upsert_statement(dialect), values).one_or_none()
-        if row is None:
-            return None
-        note_writes(session, CartItem.__tablename__)  # a Core statement: the session's events miss it
-        return row.id, row.quantity, row.price
-    row = session.execute(_upsert_statement(dialect), values).one_or_none()
+    with _line_bound():
+        if dialect == "postgresql":
+            # A whole transaction by itself, in autocommit when the request has none open: one
+            # round trip instead of BEGIN, the statement and COMMIT.
+            with alone(session, writes=True) as connection:
+                row = connection.execute(_upsert_statement(dialect), values).one_or_none()
+            if row is None:
+                return None
+            note_writes(session, CartItem.__tablename__)  # a Core statement: the session's events miss it
+            return row.id, row.quantity, row.price
+        row = session.execute(_upsert_statement(dialect), values).one_or_none()
     return None if row is None else (row.id, row.quantity, None)
+
+
+@contextmanager
+def _line_bound() -> Iterator[None]:
+    """A line that would exceed MAX_LINE_QUANTITY is refused (422) by the database's CHECK
+    (migration 0010), the statement and its write undone."""
+    try:
+        yield
+    except IntegrityError as error:
+        if _LINE_BOUND not in str(error.orig):
+            raise
+        detail = f"A cart line holds at most {MAX_LINE_QUANTITY} units."
+        raise ValidationFailed({"quantity": [detail]}) from None
 
 
 @cache

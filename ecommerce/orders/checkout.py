@@ -30,13 +30,13 @@ from typing import Any, NoReturn
 
 from flask import current_app, g
 from prometheus_client import Counter
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from sqlalchemy import case, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from ecommerce.carts.models import CartItem, ShoppingCart
 from ecommerce.carts.services import cart_id_of
 from ecommerce.core.cache.purge import invalidate_product
+from ecommerce.core.db.autocommit import alone
 from ecommerce.core.db.failover import note_commit_sent
 from ecommerce.core.db.session import locked, note_writes
 from ecommerce.core.events import notify_after_commit
@@ -164,16 +164,11 @@ def _check_out_in_one_call(session: Session, user_id: int, shipping: Shipping) -
 
 
 def _place_orders(session: Session, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One call of ``place_orders()`` on this request's connection, in autocommit."""
-    pooled = session.connection().connection
-    if pooled.dbapi_connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
-        # psycopg2's flag, set on the client without a round trip; the pool's check-in hook
-        # (core/db/replicas.py ``transactions_again``) turns it off again before reuse. (A
-        # connection already in a transaction, as the tests' rolled-back ones are, runs the
-        # function inside it: the same outcome, the locks held until that transaction ends.)
-        pooled.dbapi_connection.autocommit = True
-        pooled.info["autocommit"] = True
-    return session.execute(_PLACE_ORDERS, {"orders": json.dumps(members)}).scalar_one()
+    """One call of ``place_orders()`` on this request's connection, in autocommit (``alone``;
+    a connection already in a transaction, as the tests' rolled-back ones are, runs the function
+    inside it: the same outcome, the locks held until that transaction ends)."""
+    with alone(session, writes=True, keep=True):
+        return session.execute(_PLACE_ORDERS, {"orders": json.dumps(members)}).scalar_one()
 
 
 def _shipping_of(data: dict[str, Any]) -> Shipping:

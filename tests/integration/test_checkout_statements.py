@@ -4,17 +4,24 @@ cost, and that the number does not grow with the cart: the lever behind checkout
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
+from sqlalchemy import event
 
+from ecommerce.extensions import db
 from tests.factories import ProductFactory, UserFactory
 from tests.helpers import bearer, capture_statements, login
 
 # The login check; with an Idempotency-Key its claim (committed on its own) and the claim's row
 # lock; the checkout itself: one call of place_orders(), which also stores the key's answer. Plus
 # BEGIN and COMMIT for each transaction, which psycopg2 sends without the statement hooks seeing
-# them (place_orders() runs in autocommit: none around it).
+# them (the login check and place_orders() run in autocommit: none around them; see
+# test_adds_and_checkouts_open_no_transaction_of_their_own).
 CHECKOUT_WITH_KEY = 4
 CHECKOUT_WITHOUT_KEY = 2
 # The login check and the upsert of the line, which also returns its product's price for the
@@ -72,3 +79,88 @@ def test_a_checkout_costs_a_fixed_number_of_statements(app, capsys):
     assert len(unkeyed["checkout"]) == CHECKOUT_WITHOUT_KEY, unkeyed
     for adds in (one["adds"], five["adds"], unkeyed["adds"]):
         assert [len(add) for add in adds] == [ADD_TO_CART] * len(adds), adds
+
+
+@contextmanager
+def _transaction_states(app) -> Iterator[list[tuple[str, int]]]:
+    """Each statement the app sends meanwhile, with the server's transaction status right after
+    it as psycopg2 reports it: IDLE after a statement run in autocommit, INTRANS after one run
+    inside a transaction (which psycopg2 opened with a BEGIN the statement hooks do not see)."""
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        status = conn.connection.dbapi_connection.info.transaction_status
+        with lock:
+            seen.append((" ".join(statement.split())[:60], status))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "after_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "after_cursor_execute", record)
+
+
+@pytest.mark.usefixtures("committed")
+def test_adds_and_checkouts_open_no_transaction_of_their_own(app):
+    """An add to the cart and a checkout are each two round trips, not four or five: the login
+    check, the upsert and place_orders() each run alone in autocommit, with no BEGIN before
+    them and no COMMIT after. A request that goes on after the login check (a quantity change:
+    a locked read, then an update) still runs the rest in one transaction."""
+    assert app.config["LOGIN_CHECK_SECONDS"] == 0  # the login check is a query every time
+    client = app.test_client()
+    with app.app_context():
+        username = UserFactory().username
+        first, second = (ProductFactory(stock_quantity=10).id for _ in range(2))
+    headers = bearer(login(client, username)["access_token"])
+    assert (
+        client.post(
+            "/api/cart/items/", json={"product_id": first, "quantity": 1}, headers=headers
+        ).status_code
+        == 201
+    )
+
+    with _transaction_states(app) as add:
+        added = client.post("/api/cart/items/", json={"product_id": second, "quantity": 1}, headers=headers)
+    assert added.status_code == 201, added.get_json()
+    with _transaction_states(app) as checkout:
+        placed = client.post("/api/orders/", json={}, headers=headers)
+    assert placed.status_code == 201, placed.get_json()
+    assert [len(add), len(checkout)] == [ADD_TO_CART, CHECKOUT_WITHOUT_KEY], (add, checkout)
+    assert all(status == TRANSACTION_STATUS_IDLE for _, status in add + checkout), (add, checkout)
+
+    client.post("/api/cart/items/", json={"product_id": first, "quantity": 1}, headers=headers)
+    line = client.get("/api/cart/", headers=headers).get_json()["items"][0]["id"]
+    with _transaction_states(app) as change:
+        changed = client.patch(f"/api/cart/items/{line}/", json={"quantity": 3}, headers=headers)
+    assert changed.status_code == 200, changed.get_json()
+    assert [status for _, status in change] == [TRANSACTION_STATUS_IDLE] + [TRANSACTION_STATUS_INTRANS] * (
+        len(change) - 1
+    ), change
+    assert len(change) >= 3, change
+
+
+@pytest.mark.usefixtures("committed")
+def test_an_add_past_the_line_limit_commits_nothing_on_its_own(app):
+    """The add commits by itself (autocommit): the line limit is the database's CHECK, so the
+    refused add leaves the line as it was, with nothing to roll back."""
+    client = app.test_client()
+    with app.app_context():
+        username = UserFactory().username
+        product = ProductFactory(stock_quantity=50_000).id
+    headers = bearer(login(client, username)["access_token"])
+    body = {"product_id": product, "quantity": 6_000}
+    assert client.post("/api/cart/items/", json=body, headers=headers).status_code == 201
+    with capture_statements(app) as refused:
+        over = client.post("/api/cart/items/", json=body, headers=headers)
+    assert over.status_code == 422, over.get_json()
+    assert over.get_json()["errors"] == {"quantity": ["A cart line holds at most 10000 units."]}
+    assert len(refused) == ADD_TO_CART and refused[-1].startswith("WITH added AS"), refused
+    items = client.get("/api/cart/", headers=headers).get_json()["items"]
+    assert [item["quantity"] for item in items] == [6_000]
+    # The limit itself is still reachable.
+    body["quantity"] = 4_000
+    assert client.post("/api/cart/items/", json=body, headers=headers).status_code == 200
+    assert client.post("/api/cart/items/", json={**body, "quantity": 1}, headers=headers).status_code == 422

@@ -151,6 +151,11 @@ def test_adding_to_a_cart_answers_the_line_as_the_cart_shows_it(shop_client, cus
     )
     assert_problem(missing, 404)
     assert cart_lines(shop_client, customer) == [(pen, 5)]
+    # Past the line limit: SQLite's CHECK refuses it too (422), and the line stays as it was.
+    over = shop_client.post("/api/cart/items/", json={"product_id": pen, "quantity": 9_996}, headers=customer)
+    assert_problem(over, 422)
+    assert over.get_json()["errors"] == {"quantity": ["A cart line holds at most 10000 units."]}
+    assert cart_lines(shop_client, customer) == [(pen, 5)]
 
 
 def test_a_cart_of_two_products_becomes_an_order(shop, shop_client, customer, new_product):

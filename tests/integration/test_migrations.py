@@ -261,6 +261,10 @@ VIOLATIONS = {
         "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES (:cart, :product, 0)",
         "ck_cart_items_quantity_positive",
     ),
+    "cart item with quantity 10001": (
+        "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES (:cart, :product, 10001)",
+        "ck_cart_items_quantity_at_most_10000",
+    ),
     "second pending payment for one order": (
         "INSERT INTO payments (order_id, payment_method, amount, idempotency_key) "
         "VALUES (:order, 'paypal', 1.00, 'k2')",
