@@ -112,6 +112,63 @@ def test_a_failing_step_is_logged_and_counted_and_the_next_steps_still_run(
     assert client.get(url).get_json()["price"] == "12.00"
 
 
+def _monitored(redis_client, call) -> list[dict]:
+    """The commands Redis ran while ``call`` ran, each with the client that sent it (MONITOR)."""
+    seen: list[dict] = []
+    with redis_client.monitor() as monitor:
+        started = threading.Event()
+
+        def listen() -> None:
+            started.set()
+            while True:
+                command = monitor.next_command()
+                if command["command"] == "ECHO monitor-end":
+                    return
+                seen.append(command)
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        started.wait()
+        time.sleep(0.2)  # MONITOR is on before the call's first command
+        call()
+        redis_client.echo("monitor-end")
+        listener.join(10)
+    return seen
+
+
+def test_a_checkouts_purge_and_notices_share_one_round_trip(make_instance, redis_client):
+    """A checkout owes a purge (the product's detail, the lists) and notices (the product's stock
+    moved): on one Redis they go in one pipeline, on one connection, the purge first. The live
+    streams still hear the notice, and the purged entry is gone."""
+    app, client, admin, product_id = _shop(make_instance)
+    with app.app_context():
+        username = UserFactory().username
+    buyer = bearer(login(client, username)["access_token"])
+    key = app.config["CACHE_KEY_PREFIX"] + f"product:{product_id}"
+    assert client.get(f"/api/products/{product_id}/").status_code == 200 and redis_client.exists(key)
+    added = client.post("/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=buyer)
+    assert added.status_code == 201
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(app.config["EVENTS_CHANNEL"])
+    placed: list = []
+
+    commands = _monitored(
+        redis_client, lambda: placed.append(client.post("/api/orders/", json={}, headers=buyer))
+    )
+
+    assert placed[0].status_code == 201, placed[0].get_json()
+    after = [c for c in commands if c["command"].split()[0] in ("INCRBY", "DEL", "SET", "PUBLISH")]
+    assert [c["command"].split()[0] for c in after] == ["INCRBY", "DEL", "SET", "PUBLISH"], commands
+    assert len({(c["client_address"], c["client_port"]) for c in after}) == 1, after
+    assert not redis_client.exists(key)
+    deadline = time.monotonic() + 5
+    notice = None
+    while notice is None and time.monotonic() < deadline:  # the subscription's own reply first
+        notice = listener.get_message(timeout=1)
+    assert notice is not None and notice["data"] == f"product:{product_id}".encode()
+    listener.close()
+
+
 def test_read_your_writes_tokens_come_from_the_requests_own_connection(make_instance, redis_client):
     """One connection in the pool, and a replica configured (the test database itself): a
     cancel commits, then reads the order again on the pool's only connection. Its token is

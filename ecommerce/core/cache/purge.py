@@ -2,8 +2,9 @@
 
 Writes never purge before their transaction commits: services call ``invalidate_product`` /
 ``invalidate_product_lists`` / ``invalidate_shipping_network``, which queue the purge on the
-SQLAlchemy session; it runs after the commit (``purge_committed``, the second step of
-ecommerce/core/db/after_commit.py) and is dropped on rollback.
+SQLAlchemy session; it runs after the commit (``purge_committed``, or ``queue_purges`` into the
+round trip it shares with the event notices: ecommerce/core/db/after_commit.py) and is dropped
+on rollback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import redis
 from flask import current_app
 from flask_caching.backends.rediscache import RedisCache
+from redis.client import Pipeline
 from sqlalchemy.orm import Session
 
 from ecommerce.core.cache.store import (
@@ -72,16 +74,29 @@ def purge_committed(session: Session) -> None:
         cache_call(lambda: cache.set(PRODUCT_LIST_VERSION_KEY, new_version, timeout=0), always=True)
 
 
+def queue_purges(session: Session, pipe: Pipeline) -> None:
+    """``purge_committed`` on Redis, its commands added to ``pipe``, a pipeline on the cache's
+    Redis that the caller sends (after_commit.py: with the event notices, in one round trip)."""
+    pending = session.info.pop(_PENDING_KEY, None)
+    if pending:
+        new_version = str(time.time_ns()) if pending["lists"] else None
+        _purge_commands(pipe, sorted(pending["keys"]), new_version)
+
+
 def _purge_on_redis(client: redis.Redis, keys: list[str], new_version: str | None) -> None:
-    prefix = current_app.config["CACHE_KEY_PREFIX"]
     pipe = client.pipeline(transaction=False)
+    _purge_commands(pipe, keys, new_version)
+    pipe.execute()
+
+
+def _purge_commands(pipe: Pipeline, keys: list[str], new_version: str | None) -> None:
+    prefix = current_app.config["CACHE_KEY_PREFIX"]
     for key in keys:
         pipe.incr(prefix + generation_key(key))
     if keys:
         pipe.delete(*(prefix + key for key in keys))
     if new_version is not None:
         pipe.set(prefix + PRODUCT_LIST_VERSION_KEY, RedisCache.serializer.dumps(new_version))
-    pipe.execute()
 
 
 def forget_purges(session: Session) -> None:

@@ -55,15 +55,21 @@ def cache_call(operation: Callable[[], Any], default: Any = None, *, always: boo
     Reads skip the cache while the breaker is open; purges (``always``) are tried anyway, so a
     write is never left unpurged merely because an earlier read failed.
     """
-    global _breaker_open_until
     if not always and time.monotonic() < _breaker_open_until:
         return default
     try:
         return operation()
     except _CACHE_ERRORS as exc:
-        _breaker_open_until = time.monotonic() + BREAKER_OPEN_SECONDS
-        log.warning("cache unavailable, serving from the database: %s", exc)
+        note_cache_failure(exc)
         return default
+
+
+def note_cache_failure(error: Exception) -> None:
+    """A cache operation failed: open the breaker (reads skip the cache for a while)."""
+    global _breaker_open_until
+    if isinstance(error, _CACHE_ERRORS):
+        _breaker_open_until = time.monotonic() + BREAKER_OPEN_SECONDS
+        log.warning("cache unavailable, serving from the database: %s", error)
 
 
 @functools.cache
