@@ -14,10 +14,10 @@ import time
 import uuid
 
 from flask import Flask, Response, current_app, g, request
-from flask_jwt_extended import get_jwt_identity
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ecommerce.core.blueprint import UPLOAD_LIMIT_SETTING
+from ecommerce.core.tokens import token_user_id
 from ecommerce.errors import problem
 
 access_log = logging.getLogger("ecommerce.access")
@@ -171,10 +171,7 @@ def _add_headers(response: Response, cors_origins: list[str]) -> Response:
 def _log_request(response: Response) -> Response:
     started = g.get("request_started")
     elapsed_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-    try:
-        user_id = get_jwt_identity()
-    except Exception:  # no JWT verified for this request
-        user_id = None
+    user_id = token_user_id()  # None: no token verified for this request
     access_log.info(
         "%s %s %s %sms",
         request.method,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import current_app, request
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt
 
 from ecommerce.auth import services
 from ecommerce.auth.schemas import LoginSchema, RegisterSchema, TokenSchema
+from ecommerce.core import tokens
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.tokens import current_user, token_claims
 from ecommerce.errors import problem
 from ecommerce.extensions import client_ip, jwt, limiter
 from ecommerce.users.schemas import UserSchema
@@ -68,7 +69,7 @@ class RefreshView(MethodView):
     @blp.response(200, TokenSchema)
     def post(self):
         """Swap a refresh token for a new access token and a rotated refresh token"""
-        claims = get_jwt()
+        claims = token_claims()
         return services.rotate_refresh_token(current_user, claims.get("fam"), claims["jti"])
 
 
@@ -78,28 +79,21 @@ class LogoutView(MethodView):
     @blp.response(204)
     def post(self):
         """Revoke this login's access and refresh tokens on every instance"""
-        services.revoke_login(get_jwt()["fam"], reason="logout")
+        services.revoke_login(token_claims()["fam"], reason="logout")
 
 
-# -- flask-jwt-extended callbacks: one query per request, problem+json on every failure ----
+# -- the login check (core/tokens.py) and flask-jwt-extended's answers: problem+json on every
+# failure --------------------------------------------------------------------------------------
 
 
-@jwt.token_in_blocklist_loader
-def _token_revoked(_header: dict, payload: dict) -> bool:
-    # A refresh is always checked in the database: it rotates the login, and a login revoked
+@tokens.login_loader
+def _live_login(claims: dict):
+    # One query per request, or none while the login is remembered (LOGIN_CHECK_SECONDS). A
+    # refresh is always checked in the database: it rotates the login, and a login revoked
     # elsewhere must not pass as live there (its rotation would then look like token reuse).
-    user = services.load_active_login(
-        payload.get("fam"), payload["sub"], remembered=payload.get("type") != "refresh"
+    return services.load_active_login(
+        claims.get("fam"), claims["sub"], remembered=claims.get("type") != "refresh"
     )
-    request.environ["ecommerce.user"] = user
-    return user is None
-
-
-@jwt.user_lookup_loader
-def _load_user(_header: dict, payload: dict):
-    if "ecommerce.user" in request.environ:
-        return request.environ["ecommerce.user"]
-    return services.load_active_login(payload.get("fam"), payload["sub"])
 
 
 def _unauthorized(detail: str):

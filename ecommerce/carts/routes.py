@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user
 
 from ecommerce.carts import services
 from ecommerce.carts.schemas import CartItemSchema, CartItemUpdateSchema, CartSchema
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.tokens import current_user
 
 blp = Blueprint("carts", __name__, url_prefix="/api/cart", description="Your shopping cart")
 

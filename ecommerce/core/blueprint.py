@@ -24,12 +24,12 @@ from urllib.parse import urlencode
 import flask_smorest
 import marshmallow as ma
 from flask import request
-from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
 
 from ecommerce.core.cache.entries import CacheEntry
 from ecommerce.core.idempotency import ResponseShape, idempotent
+from ecommerce.core.tokens import current_user, verify_request_token
 from ecommerce.errors import Forbidden, ProblemSchema
 
 BODY_ERRORS = (
@@ -167,7 +167,7 @@ class Blueprint(flask_smorest.Blueprint):
         def decorator(func: Callable) -> Callable:
             @wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                verify_jwt_in_request(refresh=refresh)
+                verify_request_token(refresh=refresh)
                 if role is not None and current_user.role != role:
                     raise Forbidden(f"This action needs the {role} role.")
                 return func(*args, **kwargs)

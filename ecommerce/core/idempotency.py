@@ -37,13 +37,13 @@ from functools import wraps
 from typing import Any
 
 from flask import Response, g, request
-from flask_jwt_extended import current_user
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ecommerce.core.db.session import locked
 from ecommerce.core.models import UTCDateTime, dialect_insert, utcnow
+from ecommerce.core.tokens import current_user
 from ecommerce.errors import Conflict, DomainError, ValidationFailed, handle_domain_error
 from ecommerce.extensions import db
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt
 
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.tokens import current_user, token_claims
 from ecommerce.orders import checkout, events, services
 from ecommerce.orders.schemas import (
     OrderCreateSchema,
@@ -79,5 +79,5 @@ class OrderEventsView(MethodView):
     def get(self, headers, order_id):
         """Live events of an order (Server-Sent Events)"""
         return events.order_stream(
-            current_user, order_id, headers.get("last_event_id"), until=get_jwt().get("exp")
+            current_user, order_id, headers.get("last_event_id"), until=token_claims().get("exp")
         )

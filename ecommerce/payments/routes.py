@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user
 
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.tokens import current_user
 from ecommerce.payments import services
 from ecommerce.payments.schemas import PaymentCreateSchema, PaymentSchema
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt
 
 from ecommerce.auth.services import up_to_date
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.tokens import current_user, token_claims
 from ecommerce.users import services
 from ecommerce.users.models import Role
 from ecommerce.users.schemas import UserQueryArgsSchema, UserSchema, UserUpdateSchema
@@ -42,7 +42,7 @@ class MeView(MethodView):
     @blp.alt_response(409, description="Email taken")
     def patch(self, changes):
         """Update your own profile"""
-        return services.update_profile(current_user, changes, get_jwt().get("fam"))
+        return services.update_profile(current_user, changes, token_claims().get("fam"))
 
 
 @blp.route("/<int:user_id>/")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user
 
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.tokens import current_user
 from ecommerce.wishlists import services
 from ecommerce.wishlists.schemas import WishlistItemSchema, WishlistSchema
 

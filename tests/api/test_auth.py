@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
 from flask_jwt_extended import create_access_token, decode_token
 
+from ecommerce.core import tokens as token_memory
 from ecommerce.extensions import db
 from tests.factories import PASSWORD, UserFactory
 from tests.helpers import bearer, login
@@ -277,6 +279,49 @@ def test_expired_access_token_is_401(app, client, user):
     assert me(client, fresh).status_code == 200
     problem = assert_unauthorized(me(client, expired))
     assert "expired" in problem["detail"].lower()
+
+
+def test_a_token_is_verified_once_and_remembered_until_it_expires(app, client, user, monkeypatch):
+    """core/tokens.py: the library verifies a token the first time this process sees it; the
+    same string is then accepted without verifying it again, until its own expiry, after which
+    it is refused as expired like any other. A forged variant of it is never taken for it."""
+    decoded: list[str] = []
+    verify = token_memory.decode_token
+
+    def counted(encoded: str, *args, **kwargs):
+        decoded.append(encoded)
+        return verify(encoded, *args, **kwargs)
+
+    monkeypatch.setattr(token_memory, "decode_token", counted)
+    access = login(client, user.username)["access_token"]
+    with app.app_context():
+        family = decode_token(access)["fam"]
+        short = create_access_token(
+            identity=str(user.id), additional_claims={"fam": family}, expires_delta=timedelta(seconds=2)
+        )
+        expires = decode_token(short)["exp"]
+    for _ in range(3):
+        assert me(client, access).status_code == 200
+        assert me(client, short).status_code == 200
+    assert decoded == [access, short]
+
+    header, payload, signature = short.split(".")
+    assert_unauthorized(me(client, f"{header}.{payload}.{signature[:-2]}AA"))
+    time.sleep(max(0.0, expires + 0.2 - time.time()))
+    problem = assert_unauthorized(me(client, short))
+    assert "expired" in problem["detail"].lower()
+    assert me(client, access).status_code == 200
+    assert decoded.count(short) == 2 and decoded.count(access) == 1, decoded
+
+
+def test_a_remembered_token_of_an_ended_login_is_refused(client, user):
+    """Remembering a verified token never outlives its login: the login check runs on every
+    request, so a token used a moment ago is refused once its login is revoked."""
+    access = login(client, user.username)["access_token"]
+    assert me(client, access).status_code == 200
+    assert client.post(LOGOUT, headers=bearer(access)).status_code == 204
+    problem = assert_unauthorized(me(client, access))
+    assert "revoked" in problem["detail"].lower()
 
 
 def test_token_without_a_login_family_is_401(app, client, user):

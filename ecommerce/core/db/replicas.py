@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, current_app, g, has_app_context, has_request_context, request
-from flask_jwt_extended import get_jwt_identity
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from redis.exceptions import RedisError
@@ -41,6 +40,7 @@ from sqlalchemy.orm import Session
 from ecommerce.core.db.failover import PRIMARY_UNAVAILABLE
 from ecommerce.core.db.session import REPLICA_BIND, ROUTE, has_written, take_written_tables
 from ecommerce.core.metrics import register_scrape_time_collector
+from ecommerce.core.tokens import token_user_id
 from ecommerce.extensions import db
 
 log = logging.getLogger(__name__)
@@ -265,11 +265,7 @@ def _request_user_id() -> int | None:
     after a commit, where the session can emit no SQL)."""
     if not has_request_context():
         return None
-    try:
-        identity = get_jwt_identity()
-    except RuntimeError:  # no token was verified for this request
-        return None
-    return int(identity) if identity is not None else None
+    return token_user_id()
 
 
 def _wal_position(connection: Connection) -> int | None:
