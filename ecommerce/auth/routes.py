@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from flask import current_app, request
 from flask.views import MethodView
 
@@ -87,7 +90,7 @@ class LogoutView(MethodView):
 
 
 @tokens.login_loader
-def _live_login(claims: dict):
+def _live_login(claims: Mapping[str, Any]):
     # One query per request, or none while the login is remembered (LOGIN_CHECK_SECONDS). A
     # refresh is always checked in the database: it rotates the login, and a login revoked
     # elsewhere must not pass as live there (its rotation would then look like token reuse).

@@ -119,7 +119,8 @@ def _line_bound() -> Iterator[None]:
     try:
         yield
     except IntegrityError as error:
-        if _LINE_BOUND not in str(error.orig):
+        diagnostics = getattr(error.orig, "diag", None)  # psycopg2's; SQLite names it in the message
+        if _LINE_BOUND not in (getattr(diagnostics, "constraint_name", None) or str(error.orig)):
             raise
         detail = f"A cart line holds at most {MAX_LINE_QUANTITY} units."
         raise ValidationFailed({"quantity": [detail]}) from None

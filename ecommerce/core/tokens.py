@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from cachetools import TLRUCache
@@ -47,12 +48,12 @@ MEMORY_SIZE = 10_000
 _MEMORY = "verified_tokens"  # app.extensions: (lock, TLRUCache)
 _G_KEY = "ecommerce_token"
 
-LoginLoader = Callable[[dict[str, Any]], Any]
+LoginLoader = Callable[[Mapping[str, Any]], Any]
 _login_loader: LoginLoader | None = None
 
 
 class VerifiedToken(NamedTuple):
-    claims: dict[str, Any]
+    claims: Mapping[str, Any]  # read-only: one remembered token's claims serve many requests
     user: Any
 
 
@@ -71,7 +72,8 @@ def verify_request_token(*, refresh: bool = False) -> None:
     expected = "refresh" if refresh else "access"
     if claims.get("type") != expected:
         raise WrongTokenError(f"Only {expected} tokens are allowed")
-    assert _login_loader is not None, "no login_loader registered"
+    if _login_loader is None:
+        raise RuntimeError("No login_loader is registered (ecommerce/auth/routes.py registers it).")
     user = _login_loader(claims)
     if user is None:
         raise RevokedTokenError({}, claims)
@@ -88,7 +90,7 @@ def _verified_token() -> VerifiedToken:
 current_user: Any = LocalProxy(lambda: _verified_token().user)
 
 
-def token_claims() -> dict[str, Any]:
+def token_claims() -> Mapping[str, Any]:
     """The claims of the request's verified token."""
     return _verified_token().claims
 
@@ -116,7 +118,7 @@ def _bearer_token() -> str:
     return parts[1]
 
 
-def _verified(encoded: str) -> dict[str, Any]:
+def _verified(encoded: str) -> Mapping[str, Any]:
     """The claims of ``encoded``: remembered, or verified by the library now (which raises for a
     token that is not valid now) and remembered until its ``exp``."""
     lock, memory = _memory()
@@ -124,7 +126,7 @@ def _verified(encoded: str) -> dict[str, Any]:
         claims = memory.get(encoded)
     if claims is not None:
         return claims
-    claims = decode_token(encoded)
+    claims = MappingProxyType(decode_token(encoded))  # shared by every request that sends it
     if "exp" in claims:  # a token that never expires is verified every time
         with lock:
             memory[encoded] = claims

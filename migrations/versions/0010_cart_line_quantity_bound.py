@@ -22,13 +22,15 @@ BOUND = 'quantity <= 10000'  # ecommerce/carts/models.py MAX_LINE_QUANTITY
 def upgrade():
     op.execute('UPDATE cart_items SET quantity = 10000 WHERE quantity > 10000')
     if op.get_bind().dialect.name == 'postgresql':
-        # NOT VALID, then VALIDATE: the table is locked against writes only for the first,
-        # short step; the scan of the existing lines runs under a lock that lets carts change.
+        # NOT VALID, then VALIDATE in a transaction of its own: the ADD locks the table only
+        # until its transaction commits (a moment: it scans nothing), and the scan of the
+        # existing lines runs under a lock that lets carts be read and changed meanwhile.
         op.execute(
             f'ALTER TABLE cart_items ADD CONSTRAINT ck_cart_items_quantity_at_most_10000 '
             f'CHECK ({BOUND}) NOT VALID'
         )
-        op.execute('ALTER TABLE cart_items VALIDATE CONSTRAINT ck_cart_items_quantity_at_most_10000')
+        with op.get_context().autocommit_block():
+            op.execute('ALTER TABLE cart_items VALIDATE CONSTRAINT ck_cart_items_quantity_at_most_10000')
         return
     with op.batch_alter_table('cart_items', schema=None) as batch_op:
         batch_op.create_check_constraint(op.f('ck_cart_items_quantity_at_most_10000'), BOUND)

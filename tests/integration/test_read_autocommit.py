@@ -1,5 +1,7 @@
-"""GET and HEAD requests run their statements in autocommit (no BEGIN, no ROLLBACK round trips);
-every other method runs in a transaction (ecommerce/core/db/replicas.py, ``autocommit_for_reads``)."""
+"""GET and HEAD requests run their statements in autocommit (no BEGIN, no ROLLBACK round trips,
+ecommerce/core/db/replicas.py ``autocommit_for_reads``); other methods run a statement that is a
+whole transaction by itself alone in autocommit too (ecommerce/core/db/autocommit.py), and the
+rest in a transaction."""
 
 from __future__ import annotations
 
@@ -46,13 +48,24 @@ def test_reads_run_in_autocommit_and_writes_in_a_transaction(app, autocommit_see
     assert added.status_code in (200, 201), added.get_json()
     assert client.post("/api/orders/", json={}, headers=headers).status_code == 201
     writes = list(autocommit_seen)
-    # Every write in a transaction, but the checkout's call of place_orders(), which is a whole
-    # transaction by itself, sent in autocommit (orders/checkout.py).
-    checkout_call = [("SELECT", True)]
-    assert writes and writes[-1:] == checkout_call, writes
-    assert not any(autocommit for _verb, autocommit in writes[:-1]), writes
-    # The cart the GET made is the one the order came from.
-    assert client.get("/api/cart/", headers=headers).get_json()["items"] == []
+    # Each statement here is a whole transaction by itself, sent alone in autocommit: the add's
+    # login check and upsert, the checkout's login check and its call of place_orders().
+    assert writes == [("SELECT", True), ("WITH", True), ("SELECT", True), ("SELECT", True)], writes
+
+    autocommit_seen.clear()
+    line = client.get("/api/cart/", headers=headers)
+    assert line.status_code == 200
+    autocommit_seen.clear()
+    added = client.post("/api/cart/items/", json={"product_id": product_id, "quantity": 1}, headers=headers)
+    item = added.get_json()["id"]
+    autocommit_seen.clear()
+    assert client.patch(f"/api/cart/items/{item}/", json={"quantity": 2}, headers=headers).status_code == 200
+    # A request of several statements: the login check alone, the rest in one transaction.
+    changed = list(autocommit_seen)
+    assert len(changed) >= 3 and changed[0] == ("SELECT", True), changed
+    assert not any(autocommit for _verb, autocommit in changed[1:]), changed
+    # The cart the GET made is the one the order came from, and the line changed is the new one.
+    assert [i["quantity"] for i in client.get("/api/cart/", headers=headers).get_json()["items"]] == [2]
 
 
 @pytest.mark.usefixtures("committed")

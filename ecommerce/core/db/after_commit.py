@@ -82,17 +82,24 @@ def _before_commit(session: Session) -> None:
 
 
 def _after_commit(session: Session) -> None:
-    shared = _shared_pipeline()
+    try:
+        shared = _shared_pipeline()
+    except Exception as error:  # noqa: BLE001 - each step then makes its own round trip
+        log.error("after-commit: no shared Redis pipeline", exc_info=error)
+        shared = None
     queued: list[tuple[Step, Callable[[], None] | None]] = []
     for step in STEPS:
         try:
             if shared is not None and step.queue is not None:
-                queued.append((step, step.queue(session, shared)))
+                commands = len(shared)
+                done = step.queue(session, shared)
+                if len(shared) > commands:  # only a step that queued something can fail there
+                    queued.append((step, done))
             else:
                 step.run(session)
         except Exception as error:  # noqa: BLE001 - the transaction is committed: log, count, go on
             _failed(step, error)
-    if shared is None or not len(shared):
+    if not queued:
         return
     try:
         shared.execute()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask import current_app
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -30,7 +31,11 @@ def alone(session: Session, *, writes: bool, keep: bool = False) -> Iterator[Con
     transaction) takes the statement in, as before; so does SQLite.
 
     ``writes``: the statement commits a write by itself, so from here on a lost connection
-    leaves its outcome unknown and the request is not run again (failover.py). ``keep``: the
+    leaves its outcome unknown and the request is not run again (failover.py), even when the
+    statement turns out to write nothing (an add-to-cart before the cart exists): a failover
+    at that moment answers 503 with Retry-After instead of running the request again. A read
+    (``writes=False``) runs alone only while READS_IN_AUTOCOMMIT is on. A session holding
+    changes not yet flushed never runs a statement alone: they would be committed with it. ``keep``: the
     statement ends the request's work, and the connection stays in autocommit until the pool
     takes it back (engine.py's check-in hook), so that a read after the commit (the WAL
     position of replicas.py) needs no transaction either; otherwise the next statement opens a
@@ -38,7 +43,15 @@ def alone(session: Session, *, writes: bool, keep: bool = False) -> Iterator[Con
     connection = session.connection()
     pooled = connection.connection
     dbapi = pooled.dbapi_connection
-    if connection.dialect.name != "postgresql":
+    if (
+        connection.dialect.name != "postgresql"
+        # Changes the ORM would flush before the statement would be committed with it.
+        or session.new
+        or session.dirty
+        or session.deleted
+        # READS_IN_AUTOCOMMIT off: no read runs in autocommit, this one neither.
+        or (not writes and not current_app.config["READS_IN_AUTOCOMMIT"])
+    ):
         yield connection
         return
     if dbapi.autocommit or dbapi.info.transaction_status != TRANSACTION_STATUS_IDLE:

@@ -102,7 +102,7 @@ def _install_connection_hooks(engine: Engine, config: Any, options: dict[str, An
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_connection, record) -> None:
         gauge.checked_in(record)
-        if postgres:  # a read's autocommit, or a statement's run ``alone`` (session.py)
+        if postgres:  # a read's autocommit, or a statement's run ``alone`` (autocommit.py)
             replicas.transactions_again(dbapi_connection, record)
         record.info["checked_in_at"] = time.monotonic()
 
