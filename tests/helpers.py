@@ -120,21 +120,35 @@ def capture_statements(app: Flask, wanted: Callable[[str, Any], bool] | None = N
     ``before_cursor_execute``. Statements of requests on other threads are caught too.
 
     BEGIN and COMMIT are not among them: the driver sends those without the hook seeing them."""
-    sent: list[str] = []
+
+    def note(conn, statement: str, parameters: Any) -> str | None:
+        return statement if wanted is None or wanted(statement, parameters) else None
+
+    with observe_statements(app, "before_cursor_execute", note) as sent:
+        yield sent
+
+
+@contextmanager
+def observe_statements(app: Flask, hook: str, note: Callable[[Any, str, Any], Any]) -> Iterator[list[Any]]:
+    """What ``note(connection, statement, parameters)`` makes of each statement the engine of
+    ``app`` runs while the block runs (None: nothing), through SQLAlchemy's ``hook``
+    (``before_cursor_execute`` or ``after_cursor_execute``), from any thread, in order."""
+    seen: list[Any] = []
     lock = threading.Lock()
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if wanted is None or wanted(statement, parameters):
+        noted = note(conn, statement, parameters)
+        if noted is not None:
             with lock:
-                sent.append(statement)
+                seen.append(noted)
 
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, hook, record)
     try:
-        yield sent
+        yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, hook, record)
 
 
 def run_concurrently(calls: list, timeout: float = 60) -> list:

@@ -4,18 +4,13 @@ cost, and that the number does not grow with the cart: the lever behind checkout
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
-from sqlalchemy import event
 
-from ecommerce.extensions import db
 from tests.factories import ProductFactory, UserFactory
-from tests.helpers import bearer, capture_statements, login
+from tests.helpers import bearer, capture_statements, login, observe_statements
 
 # The login check; with an Idempotency-Key its claim (committed on its own) and the claim's row
 # lock; the checkout itself: one call of place_orders(), which also stores the key's answer. Plus
@@ -81,26 +76,18 @@ def test_a_checkout_costs_a_fixed_number_of_statements(app, capsys):
         assert [len(add) for add in adds] == [ADD_TO_CART] * len(adds), adds
 
 
-@contextmanager
-def _transaction_states(app) -> Iterator[list[tuple[str, int]]]:
+def _transaction_states(app):
     """Each statement the app sends meanwhile, with the server's transaction status right after
     it as psycopg2 reports it: IDLE after a statement run in autocommit, INTRANS after one run
     inside a transaction (which psycopg2 opened with a BEGIN the statement hooks do not see)."""
-    seen: list[tuple[str, int]] = []
-    lock = threading.Lock()
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        status = conn.connection.dbapi_connection.info.transaction_status
-        with lock:
-            seen.append((" ".join(statement.split())[:60], status))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "after_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "after_cursor_execute", record)
+    return observe_statements(
+        app,
+        "after_cursor_execute",
+        lambda conn, statement, _parameters: (
+            " ".join(statement.split())[:60],
+            conn.connection.dbapi_connection.info.transaction_status,
+        ),
+    )
 
 
 @pytest.mark.usefixtures("committed")
@@ -115,12 +102,8 @@ def test_adds_and_checkouts_open_no_transaction_of_their_own(app):
         username = UserFactory().username
         first, second = (ProductFactory(stock_quantity=10).id for _ in range(2))
     headers = bearer(login(client, username)["access_token"])
-    assert (
-        client.post(
-            "/api/cart/items/", json={"product_id": first, "quantity": 1}, headers=headers
-        ).status_code
-        == 201
-    )
+    first_add = client.post("/api/cart/items/", json={"product_id": first, "quantity": 1}, headers=headers)
+    assert first_add.status_code == 201
 
     with _transaction_states(app) as add:
         added = client.post("/api/cart/items/", json={"product_id": second, "quantity": 1}, headers=headers)
