@@ -11,7 +11,9 @@ from decimal import Decimal
 from prometheus_client import REGISTRY
 from sqlalchemy import event, select
 
+from ecommerce.core.cache.purge import invalidate_product
 from ecommerce.core.db import after_commit
+from ecommerce.core.events import notify_after_commit
 from ecommerce.extensions import db
 from ecommerce.orders.models import Order, OrderStatus
 from ecommerce.products.models import Product
@@ -172,6 +174,29 @@ def test_a_checkouts_purge_and_notices_share_one_round_trip(make_instance, redis
         notice = listener.get_message(timeout=1)
     assert notice is not None and notice["data"] == f"product:{product_id}".encode()
     listener.close()
+
+
+def test_a_failed_shared_round_trip_counts_only_the_steps_that_queued_in_it(build_app, capfd):
+    """Redis unreachable: a commit that owes notices and no purge counts a failed
+    ``event_publish``, not a failed ``cache_purge``; one that owes both counts both. The commit
+    itself stands either way (the hook raises nothing)."""
+    dead = "redis://127.0.0.1:9/15"  # the discard port: nothing listens there
+    app = build_app(REDIS_URL=dead, CACHE_REDIS_URL=dead)
+    with app.app_context():
+        purge_before, publish_before = _failures("cache_purge"), _failures("event_publish")
+        session = db.session
+        notify_after_commit(session, "order", 1)
+        after_commit._after_commit(session)
+        assert (_failures("cache_purge"), _failures("event_publish")) == (purge_before, publish_before + 1)
+
+        invalidate_product(session, 1)
+        notify_after_commit(session, "product", 1)
+        after_commit._after_commit(session)
+        assert (_failures("cache_purge"), _failures("event_publish")) == (
+            purge_before + 1,
+            publish_before + 2,
+        )
+    assert "after-commit step event_publish failed" in capfd.readouterr().err
 
 
 def test_read_your_writes_tokens_come_from_the_requests_own_connection(make_instance, redis_client):
