@@ -8,6 +8,7 @@ import threading
 import time
 from decimal import Decimal
 
+import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import event, select
 
@@ -174,6 +175,26 @@ def test_a_checkouts_purge_and_notices_share_one_round_trip(make_instance, redis
         notice = listener.get_message(timeout=1)
     assert notice is not None and notice["data"] == f"product:{product_id}".encode()
     listener.close()
+
+
+def test_a_cache_set_apart_from_the_events_is_purged_in_its_own_round_trip(make_instance, redis_client):
+    """CACHE_REDIS_URL another Redis than REDIS_URL (here another database): no shared round
+    trip; the purge goes to the cache's Redis by itself, and a write is purged as before."""
+    kwargs = redis_client.connection_pool.connection_kwargs
+    apart = f"redis://{kwargs['host']}:{kwargs['port']}/{(kwargs.get('db', 0) + 1) % 16}"
+    cache = redis.Redis.from_url(apart)
+    cache.flushdb()
+    app, client, admin, product_id = _shop(make_instance, CACHE_REDIS_URL=apart)
+    url = f"/api/products/{product_id}/"
+    key = app.config["CACHE_KEY_PREFIX"] + f"product:{product_id}"
+    assert client.get(url).status_code == 200 and cache.exists(key) and not redis_client.exists(key)
+
+    patched = client.patch(url, json={"price": "13.00"}, headers=admin)
+
+    assert patched.status_code == 200, patched.get_json()
+    assert not cache.exists(key), "the purge did not reach the cache's Redis"
+    assert client.get(url).get_json()["price"] == "13.00"
+    cache.flushdb()
 
 
 def test_a_failed_shared_round_trip_counts_only_the_steps_that_queued_in_it(build_app, capfd):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis
 from flask import current_app
 from flask_caching.backends.rediscache import RedisCache
 from redis.client import Pipeline
@@ -57,15 +56,18 @@ def purge_committed(session: Session) -> None:
     first, then the delete: a reader that began before the commit can no longer store its copy,
     and any copy stored before the bump is gone. On Redis, all of it in one pipelined round
     trip; deleting a key that is already gone (another purge won the race) is no error."""
+    client = redis_client()
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        queue_purges(session, pipe)
+        if len(pipe):
+            cache_call(pipe.execute, always=True)
+        return
     pending = session.info.pop(_PENDING_KEY, None)
     if not pending:
         return
     keys = sorted(pending["keys"])
     new_version = str(time.time_ns()) if pending["lists"] else None
-    client = redis_client()
-    if client is not None:
-        cache_call(lambda: _purge_on_redis(client, keys, new_version), always=True)
-        return
     for key in keys:
         cache_call(lambda key=key: cache.cache.inc(generation_key(key)), always=True)
     if keys:
@@ -81,12 +83,6 @@ def queue_purges(session: Session, pipe: Pipeline) -> None:
     if pending:
         new_version = str(time.time_ns()) if pending["lists"] else None
         _purge_commands(pipe, sorted(pending["keys"]), new_version)
-
-
-def _purge_on_redis(client: redis.Redis, keys: list[str], new_version: str | None) -> None:
-    pipe = client.pipeline(transaction=False)
-    _purge_commands(pipe, keys, new_version)
-    pipe.execute()
 
 
 def _purge_commands(pipe: Pipeline, keys: list[str], new_version: str | None) -> None:
