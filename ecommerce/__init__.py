@@ -22,7 +22,7 @@ from ecommerce.core.media import MEDIA_MAX_AGE, init_media
 from ecommerce.core.ratelimit import init_limits
 from ecommerce.core.schemas import Money
 from ecommerce.errors import register_error_handlers
-from ecommerce.extensions import api, cache, client_ip, db, jwt, limiter, metrics, migrate
+from ecommerce.extensions import api, cache, client_ip, db, jwt, limiter, metrics, migrate, request_metrics
 from ecommerce.middleware import register_middleware
 from ecommerce.payments.gateway import init_gateway
 from ecommerce.tasks import configure_queue
@@ -112,6 +112,7 @@ def register_extensions(app: Flask) -> None:
     init_local_cache(app)
     init_limits(app, limiter, app.extensions.get("redis"), client=client_ip)
     metrics.init_app(app)
+    request_metrics.init_app(app)
     init_gateway(app)
     configure_queue(app)
     init_events(app)

@@ -12,6 +12,7 @@ from ecommerce.auth import services
 from ecommerce.auth.schemas import LoginSchema, RegisterSchema, TokenSchema
 from ecommerce.core import tokens
 from ecommerce.core.blueprint import Blueprint
+from ecommerce.core.ratelimit import route_limit
 from ecommerce.core.tokens import current_user, token_claims
 from ecommerce.errors import problem
 from ecommerce.extensions import client_ip, jwt, limiter
@@ -36,8 +37,8 @@ def account_key() -> str:
     return "account:" + name.strip().lower()[:254]
 
 
-per_ip = limiter.limit(auth_rate_limit, key_func=client_ip, scope="auth-ip")
-per_account = limiter.limit(auth_rate_limit, key_func=account_key, scope="auth-account")
+per_ip = route_limit(limiter, auth_rate_limit, key_func=client_ip, scope="auth-ip")
+per_account = route_limit(limiter, auth_rate_limit, key_func=account_key, scope="auth-account")
 
 
 @blp.route("/register/")

@@ -15,7 +15,9 @@ cached, and ``idempotent`` stores the response an ``Idempotency-Key`` replays wi
 
 from __future__ import annotations
 
+import copy
 import json
+import threading
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -23,6 +25,7 @@ from urllib.parse import urlencode
 
 import flask_smorest
 import marshmallow as ma
+from cachetools import LRUCache
 from flask import request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
@@ -45,23 +48,53 @@ _SHAPE = "_ecommerce_response_shape"  # on a view function: its success status a
 UPLOAD_LIMIT_SETTING = "_ecommerce_upload_limit_setting"
 
 
+# Query strings whose parsed arguments each parser remembers (a few hundred bytes each).
+QUERY_MEMORY_ENTRIES = 4096
+
+
 class SharedSchemaParser(FlaskParser):
     """webargs builds a new instance of a Schema class for every request it parses (field
     deep copies included: an eighth of a cached list read). The argument schemas hold no
     per-request state, so one instance per class serves every request (smorest's pagination
-    parameters are a Schema class; ``arguments`` below passes instances)."""
+    parameters are a Schema class; ``arguments`` below passes instances).
+
+    Arguments read from the query string are also remembered per schema and query string: the
+    same pages of a catalog are asked for again and again, and loading them through marshmallow
+    was 14% of a cached list page's CPU time (docs/performance_tuning.md, "Reads at the
+    floor"). Loading is a function of the query string alone, so the answer is the same; each
+    request gets its own shallow copy (a dict, or smorest's ``PaginationParameters``, whose
+    ``item_count`` the view sets), and the values in it are immutable (numbers, strings,
+    booleans, decimals). A query string that does not validate raises, as before, and is not
+    remembered."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._instances: dict[type, ma.Schema] = {}
+        self._loaded: LRUCache = LRUCache(maxsize=QUERY_MEMORY_ENTRIES)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
-    def parse(self, argmap: Any, *args: Any, **kwargs: Any) -> Any:
+    def parse(self, argmap: Any, req: Any = None, *, location: str | None = None, **kwargs: Any) -> Any:
         if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
             schema = self._instances.get(argmap)
             if schema is None:
                 schema = self._instances[argmap] = argmap()
             argmap = schema
-        return super().parse(argmap, *args, **kwargs)
+        if location != "query" or not isinstance(argmap, ma.Schema) or kwargs.get("error_headers"):
+            return super().parse(argmap, req, location=location, **kwargs)
+        key = (
+            argmap,
+            (req if req is not None else request).query_string,
+            kwargs.get("unknown"),
+            kwargs.get("validate"),
+            kwargs.get("error_status_code"),
+        )
+        with self._lock:
+            loaded = self._loaded.get(key)
+        if loaded is None:
+            loaded = super().parse(argmap, req, location=location, **kwargs)
+            with self._lock:
+                self._loaded[key] = loaded
+        return copy.copy(loaded)
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -224,26 +257,57 @@ class Blueprint(flask_smorest.Blueprint):
         it the same way.)"""
         if headers is None:
             headers = {}
-        meta = _pagination_metadata(page_params.page, page_params.page_size, page_params.item_count)
-        headers[self.PAGINATION_HEADER_NAME] = json.dumps(meta)
-        if "first_page" in meta:
-            base, args = request.base_url, request.args.to_dict(flat=False)
-
-            def url(page: int) -> str:
-                args["page"] = [str(page)]
-                return f"{base}?{urlencode(args, doseq=True)}"
-
-            headers["Link"] = ", ".join(
-                f'<{url(meta[key])}>; rel="{rel}"'
-                for rel, key in (
-                    ("first", "first_page"),
-                    ("prev", "previous_page"),
-                    ("next", "next_page"),
-                    ("last", "last_page"),
-                )
-                if key in meta
-            )
+        pagination, link = _pagination_headers(
+            request.base_url,
+            request.query_string,
+            page_params.page,
+            page_params.page_size,
+            page_params.item_count,
+        )
+        headers[self.PAGINATION_HEADER_NAME] = pagination
+        if link is not None:
+            headers["Link"] = link
         return result, headers
+
+
+# Remembered per page of a list (the headers are a function of the URL and the total alone):
+# building the four Link URLs was 12% of a cached list page's CPU time.
+_PAGINATION_HEADERS: LRUCache = LRUCache(maxsize=QUERY_MEMORY_ENTRIES)
+_PAGINATION_LOCK = threading.Lock()
+
+
+def _pagination_headers(
+    base: str, query: bytes, page: int, page_size: int, item_count: int
+) -> tuple[str, str | None]:
+    """The ``X-Pagination`` value and the ``Link`` value (None without pages) of one page."""
+    key = (base, query, page, page_size, item_count)
+    with _PAGINATION_LOCK:
+        made = _PAGINATION_HEADERS.get(key)
+    if made is not None:
+        return made
+    meta = _pagination_metadata(page, page_size, item_count)
+    link = None
+    if "first_page" in meta:
+        args = request.args.to_dict(flat=False)
+
+        def url(number: int) -> str:
+            args["page"] = [str(number)]
+            return f"{base}?{urlencode(args, doseq=True)}"
+
+        link = ", ".join(
+            f'<{url(meta[key])}>; rel="{rel}"'
+            for rel, key in (
+                ("first", "first_page"),
+                ("prev", "previous_page"),
+                ("next", "next_page"),
+                ("last", "last_page"),
+            )
+            if key in meta
+        )
+    made = (json.dumps(meta), link)
+    with _PAGINATION_LOCK:
+        _PAGINATION_HEADERS[key] = made
+    return made
 
 
 def _pagination_metadata(page: int, page_size: int, item_count: int) -> dict[str, int]:

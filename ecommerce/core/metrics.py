@@ -10,13 +10,18 @@ added to that registry as well, besides the default registry that a single proce
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 _scrape_time_collectors: list[Collector] = []
+_MEMO_LIMIT = 1000  # label sets whose children are kept bound (methods are the client's to choose)
 
 
 def register_scrape_time_collector(collector: Collector) -> Collector:
@@ -61,3 +66,85 @@ class MultiprocessMetrics(GunicornInternalPrometheusMetrics):
             registry = OnlyNamed(registry, names)
         encoder, content_type = choose_encoder(accept_header)
         return encoder(registry).decode("utf-8"), content_type
+
+
+class RequestMetrics:
+    """The per-request metrics: ``<prefix>_http_request_duration_seconds`` (histogram by method,
+    endpoint and status), ``<prefix>_http_request_total`` (by method and status) and
+    ``<prefix>_http_request_exceptions_total``: the names, labels, help texts and buckets of
+    prometheus-flask-exporter's default metrics, which the dashboards and alerts read.
+
+    The exporter still serves ``/metrics``; these are counted here instead of by its
+    ``export_defaults`` hooks, which cost a cached product read about 30 us of Python per
+    request (a dozen context-local look-ups, four failed ``hasattr`` on the request, a
+    ``labels()`` call per metric) against about 6 us here, measured in process
+    (docs/performance_tuning.md, "Reads at the floor"). Label children are bound once per label
+    set, and the start time is the one the request-id hook takes first of all
+    (``g.request_started``, ecommerce/middleware.py)."""
+
+    def __init__(self, prefix: str, excluded_paths: tuple[str, ...]) -> None:
+        self.prefix = prefix
+        self.excluded_paths = excluded_paths  # path prefixes, as the exporter's patterns matched
+        self._metrics: tuple[Histogram, Counter, Counter] | None = None
+        self._bound: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _create(self) -> tuple[Histogram, Counter, Counter]:
+        # Once per process: every app of the process counts into the same metrics.
+        if self._metrics is None:
+            self._metrics = (
+                Histogram(
+                    f"{self.prefix}_http_request_duration_seconds",
+                    "Flask HTTP request duration in seconds",
+                    ("method", "endpoint", "status"),
+                ),
+                Counter(
+                    f"{self.prefix}_http_request_total", "Total number of HTTP requests", ("method", "status")
+                ),
+                Counter(
+                    f"{self.prefix}_http_request_exceptions_total",
+                    "Total number of HTTP requests which resulted in an exception",
+                    ("method", "status"),
+                ),
+            )
+        return self._metrics
+
+    def init_app(self, app: Flask) -> None:
+        self._create()
+        app.after_request(self._count)
+        app.teardown_request(self._count_exception)
+
+    def _children(self, method: str, endpoint: str, status: int) -> tuple[Any, Any]:
+        key = (method, endpoint, status)
+        bound = self._bound.get(key)
+        if bound is None:
+            duration, total, _ = self._create()
+            bound = (duration.labels(method, endpoint, status), total.labels(method, status))
+            if len(self._bound) < _MEMO_LIMIT:
+                self._bound[key] = bound
+        return bound
+
+    def _count(self, response: Response) -> Response:
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        if current.path.startswith(self.excluded_paths):
+            return response
+        started = g.get("request_started")
+        duration, total = self._children(current.method, str(current.endpoint), response.status_code)
+        if started is not None:
+            duration.observe(max(time.perf_counter() - started, 0.0))
+        total.inc()
+        g.request_counted = True
+        return response
+
+    def _count_exception(self, exception: BaseException | None) -> None:
+        """A request that ended in an exception no handler answered: counted as a 500 (and in
+        the duration and total, unless its response was counted already)."""
+        if exception is None or request.path.startswith(self.excluded_paths):
+            return
+        _, _, exceptions = self._create()
+        exceptions.labels(request.method, 500).inc()
+        if not g.get("request_counted"):
+            duration, total = self._children(request.method, str(request.endpoint), 500)
+            started = g.get("request_started")
+            if started is not None:
+                duration.observe(max(time.perf_counter() - started, 0.0))
+            total.inc()

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Never limited: a 429 would fail a health probe or leave a hole in the metrics.
 EXEMPT_ENDPOINTS = frozenset({"health.LivenessView", "health.ReadinessView", "prometheus_metrics"})
+# On a view function that declares a Flask-Limiter limit of its own (``route_limit``).
+_ROUTE_LIMITED = "_ecommerce_route_limit"
+_ROUTE_LIMITS_SEEN = "route_limits_seen"
 _EXTENSION = "default_rate_limit"
 _CLIENT = "default_rate_limit_client"
 _RETRY_FAILED_SYNC_SECONDS = 1.0
@@ -169,6 +172,42 @@ class DefaultLimit:
                 window.known[who] = int(total)
         finally:
             self._syncing.release()
+
+
+def route_limit(limiter: Any, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """Flask-Limiter's ``limit`` decorator for a view's own limit (login, registration), which
+    also marks the view as limited, so that ``without_route_limit`` lets Flask-Limiter check
+    its requests."""
+    limit = limiter.limit(*args, **kwargs)
+
+    def decorator(func: Callable) -> Callable:
+        limited = limit(func)
+        setattr(limited, _ROUTE_LIMITED, True)
+        return limited
+
+    return decorator
+
+
+def without_route_limit() -> bool:
+    """Flask-Limiter request filter: True for a request whose view declares no limit of its own.
+
+    Flask-Limiter holds only the routes' own limits here (RATELIMIT_DEFAULT is counted by this
+    module), yet it resolves and evaluates limits for every request: 60-75 us of Python per
+    cached product read, a third of what that read costs beyond ``/healthz``
+    (docs/performance_tuning.md, "Reads at the floor"). A view without a ``route_limit`` has
+    nothing for it to find, so its requests skip the look-up. The answer is kept per endpoint
+    and method: views are registered before the first request."""
+    endpoint = request.endpoint
+    if endpoint is None or endpoint in EXEMPT_ENDPOINTS:
+        return True
+    seen: dict[tuple[str, str], bool] = current_app.extensions.setdefault(_ROUTE_LIMITS_SEEN, {})
+    key = (endpoint, request.method)
+    exempt = seen.get(key)
+    if exempt is None:
+        view = current_app.view_functions.get(endpoint)
+        handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
+        exempt = seen[key] = not getattr(handler, _ROUTE_LIMITED, False)
+    return exempt
 
 
 def init_limits(app: Flask, limiter: Any, redis: Any | None, client: Callable[[], str]) -> None:

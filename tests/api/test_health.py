@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.factories import ProductFactory
 from tests.helpers import assert_pagination
 
@@ -86,3 +88,52 @@ def test_metrics_are_prometheus_text(client):
     )
     assert "ecommerce_cache_requests_total" in text
     assert 'endpoint="health.LivenessView"' not in text  # probes are not measured
+
+
+def _samples(client) -> dict[tuple, float]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _grew(before, after, name, **labels) -> float:
+    key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_each_request_is_counted_once_by_method_endpoint_and_status(client):
+    product = ProductFactory()
+    client.get("/api/products/")  # the first read of a list fills the cache: not what is counted
+    before = _samples(client)
+    for _ in range(3):
+        assert client.get("/api/products/").status_code == 200
+    assert client.get(f"/api/products/{product.id}/").status_code == 200
+    assert client.get("/api/products/2147483000/").status_code == 404
+    assert client.get("/no/such/page").status_code == 404
+    assert client.post("/api/products/", json={}).status_code == 401
+    assert client.get("/healthz").status_code == 200
+    after = _samples(client)
+
+    duration = "ecommerce_http_request_duration_seconds_count"
+    assert _grew(before, after, duration, method="GET", endpoint="products.ProductsView", status=200) == 3
+    assert _grew(before, after, duration, method="GET", endpoint="products.ProductByIdView", status=200) == 1
+    assert _grew(before, after, duration, method="GET", endpoint="products.ProductByIdView", status=404) == 1
+    assert _grew(before, after, duration, method="GET", endpoint="None", status=404) == 1
+    assert _grew(before, after, duration, method="POST", endpoint="products.ProductsView", status=401) == 1
+    # The histogram's buckets add up to its count, and the totals agree with it; the probe and
+    # the scrapes themselves are not counted.
+    bucket = "ecommerce_http_request_duration_seconds_bucket"
+    assert (
+        _grew(before, after, bucket, method="GET", endpoint="products.ProductsView", status=200, le="+Inf")
+        == 3
+    )
+    assert _grew(before, after, "ecommerce_http_request_total", method="GET", status=200) == 4
+    assert _grew(before, after, "ecommerce_http_request_total", method="GET", status=404) == 2
+    assert _grew(before, after, "ecommerce_http_request_total", method="POST", status=401) == 1
+    assert not any(
+        dict(labels).get("endpoint") in ("health.LivenessView", "prometheus_metrics") for _, labels in after
+    )
+    assert any(name == "ecommerce_exporter_info" for name, _ in after)

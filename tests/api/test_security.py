@@ -18,6 +18,7 @@ import pytest
 
 from ecommerce import create_app
 from ecommerce.config import DEV_SECRET, ProductionConfig, TestingConfig
+from ecommerce.core.ratelimit import without_route_limit
 from tests.factories import ProductFactory
 from tests.helpers import assert_problem, bearer, clear_of_a_minute_edge, login
 
@@ -331,6 +332,22 @@ def test_probes_and_metrics_are_never_limited(build_app):
             response = client.get(path)
             assert response.status_code == 200, (path, response.get_data(as_text=True)[:200])
             assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_only_views_with_a_limit_of_their_own_go_through_flask_limiter(app):
+    # Flask-Limiter holds only the views' own limits; every other request skips its look-up
+    # (core/ratelimit.py without_route_limit), and the login and registration keep theirs.
+    looked_up = set()
+    for rule in app.url_map.iter_rules():
+        path = rule.rule.replace("<path:filename>", "x").replace("<int:", "<")
+        path = path.replace("<product_id>", "1").replace("<image_id>", "1").replace("<order_id>", "1")
+        for part in [segment for segment in path.split("/") if segment.startswith("<")]:
+            path = path.replace(part, "1")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            with app.test_request_context(path, method=method):
+                if not without_route_limit():
+                    looked_up.add((rule.endpoint, method))
+    assert looked_up == {("auth.RegisterView", "POST"), ("auth.LoginView", "POST")}
 
 
 def test_forwarded_for_is_ignored_without_a_trusted_proxy(build_app):
