@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, func, literal_column, or_, select
+from sqlalchemy import Integer, Select, bindparam, func, literal_column, or_, select
 from sqlalchemy.orm import selectinload
 
 from ecommerce.categories.models import Category
@@ -60,6 +60,7 @@ _DETAIL = (
         *(column.label(_IMAGE_PREFIX + column.name) for column in ProductImage.__table__.columns),
     )
     .select_from(Product.__table__.outerjoin(ProductImage.__table__, ProductImage.product_id == Product.id))
+    .where(Product.__table__.c.id == bindparam("product_id", type_=Integer))
     .order_by(ProductImage.position, ProductImage.id)
 )
 _PRODUCT_COLUMNS = [column.name for column in Product.__table__.columns]
@@ -70,7 +71,7 @@ def product_detail(product_id: int) -> CacheEntry:
 
     def read():
         read_from_replica(CATALOG_SCOPE)  # a miss is filled from a replica that has every write
-        rows = db.session.execute(_DETAIL.where(Product.__table__.c.id == product_id)).all()
+        rows = db.session.connection().execute(_DETAIL, {"product_id": product_id}).all()
         if not rows:
             raise NotFound("No such product.")
         product = {name: rows[0]._mapping[name] for name in _PRODUCT_COLUMNS}
