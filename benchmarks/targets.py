@@ -11,6 +11,10 @@ BENCH_SECONDS each; medians):
 - GET /api/products/<id>/ uncached: every request a product nobody has read in this run (each
   round walks a fresh range of ids), so each is a cache miss, read from PostgreSQL and stored.
 
+Beside each figure it prints where the machine's CPU went, per request and by kind of process
+(benchmarks/cpu_accounting.py: the app's workers, nginx, PostgreSQL, Redis, wrk itself, the rest,
+and the machine's idle share), which is what a ratio on two saturated cores comes down to.
+
 Before printing, the script reads both instances' /metrics and refuses to report unless the
 uncached scenario really missed the cache (misses >= 95% of its requests) and the cached ones
 really hit it.
@@ -43,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cache_vs_db  # noqa: E402
+import cpu_accounting  # noqa: E402
 from cache_vs_db import LUA_RANDOM_LIST, LUA_RANDOM_PRODUCT, ROOT, ensure_wrk, run_wrk  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
@@ -136,7 +141,15 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
         for round_number in range(ROUNDS):
             for name, target in scenarios:
                 url, script = target(round_number)
+                before = cpu_accounting.snapshot()
+                children = cpu_accounting.children_seconds()
                 result = run_wrk(wrk, url, script)
+                result["cpu"] = cpu_accounting.per_request(
+                    before,
+                    cpu_accounting.snapshot(),
+                    result["rps"] * SECONDS,
+                    wrk_seconds=cpu_accounting.children_seconds() - children,
+                )
                 samples.setdefault(name, []).append(result)
                 if name == "product detail, uncached":
                     uncached_requests += result["rps"] * SECONDS
@@ -193,6 +206,23 @@ def main() -> None:
                 f"{name:28} {rps:8.0f} {row['ratio']:10.2f} {row['p50_ms']:8.2f} "
                 f"{row['p99_ms']:8.2f} {row['non_2xx']:8.0f}"
             )
+    print(
+        "\nCPU per request, microseconds (medians; /proc, every process of the machine by kind; "
+        "idle: the machine's unused share)"
+    )
+    kinds = (*cpu_accounting.KINDS, "busy")
+    for variant, samples in results.items():
+        print(f"\nvariant: {variant}")
+        print(f"{'scenario':28} " + " ".join(f"{kind:>8}" for kind in kinds) + f" {'idle':>6}")
+        for name in samples:
+            cpu = {
+                kind: statistics.median(sample["cpu"][kind] for sample in samples[name])
+                for kind in (*kinds, "idle_share")
+            }
+            report[variant][name]["cpu_us_per_request"] = {kind: round(cpu[kind], 1) for kind in kinds}
+            report[variant][name]["idle_share"] = round(cpu["idle_share"], 3)
+            columns = " ".join(f"{cpu[kind]:8.1f}" for kind in kinds)
+            print(f"{name:28} {columns} {cpu['idle_share']:6.1%}")
     out = ROOT / "run" / "bench-targets.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
