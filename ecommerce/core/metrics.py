@@ -77,7 +77,7 @@ class RequestMetrics:
     The exporter still serves ``/metrics``; these are counted here instead of by its
     ``export_defaults`` hooks, which cost a cached product read about 30 us of Python per
     request (a dozen context-local look-ups, four failed ``hasattr`` on the request, a
-    ``labels()`` call per metric) against about 6 us here, measured in process
+    ``labels()`` call per metric) against about 8.5 us here, measured in process
     (docs/performance_tuning.md, "Reads at the floor"). Label children are bound once per label
     set, and the start time is the one the request-id hook takes first of all
     (``g.request_started``, ecommerce/middleware.py)."""
