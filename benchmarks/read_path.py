@@ -18,7 +18,13 @@ Scenarios alternate in rounds of BENCH_REQUESTS requests (the uncached one: BENC
 figures are medians. Beside each it prints its ratio to ``/healthz`` (the floor's CPU over the
 scenario's, the throughput ratio a CPU-bound process would have) and what it costs beyond the
 floor. ``BENCH_PROFILE=<scenario number>`` runs that scenario once more under cProfile and prints
-the functions that take the most time of their own.
+the functions that take the most time of their own (``BENCH_PROFILE_SORT=cumulative``: with
+what they call). The process's CPU clock also counts the app's
+background threads (the event hub, the cache's invalidation listener), which are idle here.
+
+Rate limiting is on, as the shop ships it (no default limit: Flask-Limiter holds only the auth
+routes' limits, and no read is refused); ``BENCH_RATELIMIT_ENABLED=false`` switches it off, as
+the stack benchmarks (targets.py) do.
 
     .venv/bin/python benchmarks/read_path.py
     BENCH_APP_TREE=/tmp/before .venv/bin/python benchmarks/read_path.py   # another checkout's app
@@ -55,6 +61,8 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
 APP_TREE = Path(os.environ.get("BENCH_APP_TREE", cache_vs_db.ROOT))
 PROFILE = os.environ.get("BENCH_PROFILE")
+PROFILE_SORT = os.environ.get("BENCH_PROFILE_SORT", "tottime")  # or cumulative
+RATELIMIT_ENABLED = os.environ.get("BENCH_RATELIMIT_ENABLED", "true")
 SORTS = ("price", "-price", "name", "-created_at", "-rating")
 
 
@@ -109,7 +117,9 @@ class Client:
 
 
 def main() -> None:
-    env = cache_vs_db.app_env(DATABASE_URL, REDIS_URL)
+    # Rate limiting as the shop ships it (on, no default limit: only the auth routes have limits,
+    # so no read is refused), unlike the stack benchmarks, which switch it off.
+    env = cache_vs_db.app_env(DATABASE_URL, REDIS_URL, RATELIMIT_ENABLED=RATELIMIT_ENABLED)
     cache_vs_db.prepare_database(env, DATABASE_URL)
     os.environ.update(env)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
@@ -157,8 +167,8 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [client.get(environ) for environ in environs])
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-        print(f"\nprofile of {name} ({count} requests), by own time:\n{out.getvalue()}")
+        pstats.Stats(profiler, stream=out).sort_stats(PROFILE_SORT).print_stats(25)
+        print(f"\nprofile of {name} ({count} requests), by {PROFILE_SORT}:\n{out.getvalue()}")
 
 
 if __name__ == "__main__":

@@ -48,8 +48,11 @@ _SHAPE = "_ecommerce_response_shape"  # on a view function: its success status a
 UPLOAD_LIMIT_SETTING = "_ecommerce_upload_limit_setting"
 
 
-# Query strings whose parsed arguments each parser remembers (a few hundred bytes each).
+# Query strings whose parsed arguments each parser remembers (a few hundred bytes each), and
+# the longest one remembered: the catalog's own links are far shorter, while a client could send
+# unique strings of up to gunicorn's request-line limit (4 KB) and fill the memory with them.
 QUERY_MEMORY_ENTRIES = 4096
+QUERY_MEMORY_MAX_BYTES = 512
 
 
 class SharedSchemaParser(FlaskParser):
@@ -60,12 +63,13 @@ class SharedSchemaParser(FlaskParser):
 
     Arguments read from the query string are also remembered per schema and query string: the
     same pages of a catalog are asked for again and again, and loading them through marshmallow
-    was 14% of a cached list page's CPU time (docs/performance_tuning.md, "Reads at the
+    was 16% of a cached list page's CPU time (docs/performance_tuning.md, "Reads at the
     floor"). Loading is a function of the query string alone, so the answer is the same; each
     request gets its own shallow copy (a dict, or smorest's ``PaginationParameters``, whose
     ``item_count`` the view sets), and the values in it are immutable (numbers, strings,
     booleans, decimals). A query string that does not validate raises, as before, and is not
-    remembered."""
+    remembered; nor is one longer than QUERY_MEMORY_MAX_BYTES, nor arguments with a validator
+    of their own (``validate=``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,13 +83,19 @@ class SharedSchemaParser(FlaskParser):
             if schema is None:
                 schema = self._instances[argmap] = argmap()
             argmap = schema
-        if location != "query" or not isinstance(argmap, ma.Schema) or kwargs.get("error_headers"):
+        query_string = (req if req is not None else request).query_string
+        if (
+            location != "query"
+            or not isinstance(argmap, ma.Schema)
+            or kwargs.get("error_headers")
+            or len(query_string) > QUERY_MEMORY_MAX_BYTES
+            or kwargs.get("validate") is not None  # a function, or a list of them: not a key
+        ):
             return super().parse(argmap, req, location=location, **kwargs)
         key = (
             argmap,
-            (req if req is not None else request).query_string,
+            query_string,
             kwargs.get("unknown"),
-            kwargs.get("validate"),
             kwargs.get("error_status_code"),
         )
         with self._lock:
@@ -271,7 +281,8 @@ class Blueprint(flask_smorest.Blueprint):
 
 
 # Remembered per page of a list (the headers are a function of the URL and the total alone):
-# building the four Link URLs was 12% of a cached list page's CPU time.
+# building the four Link URLs was 14% of a cached list page's CPU time. Not for URLs longer than
+# QUERY_MEMORY_MAX_BYTES (the base carries the client's Host header).
 _PAGINATION_HEADERS: LRUCache = LRUCache(maxsize=QUERY_MEMORY_ENTRIES)
 _PAGINATION_LOCK = threading.Lock()
 
@@ -281,10 +292,12 @@ def _pagination_headers(
 ) -> tuple[str, str | None]:
     """The ``X-Pagination`` value and the ``Link`` value (None without pages) of one page."""
     key = (base, query, page, page_size, item_count)
-    with _PAGINATION_LOCK:
-        made = _PAGINATION_HEADERS.get(key)
-    if made is not None:
-        return made
+    remember = len(base) + len(query) <= QUERY_MEMORY_MAX_BYTES  # the base carries the Host header
+    if remember:
+        with _PAGINATION_LOCK:
+            made = _PAGINATION_HEADERS.get(key)
+        if made is not None:
+            return made
     meta = _pagination_metadata(page, page_size, item_count)
     link = None
     if "first_page" in meta:
@@ -305,8 +318,9 @@ def _pagination_headers(
             if key in meta
         )
     made = (json.dumps(meta), link)
-    with _PAGINATION_LOCK:
-        _PAGINATION_HEADERS[key] = made
+    if remember:
+        with _PAGINATION_LOCK:
+            _PAGINATION_HEADERS[key] = made
     return made
 
 

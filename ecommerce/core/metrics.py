@@ -68,6 +68,9 @@ class MultiprocessMetrics(GunicornInternalPrometheusMetrics):
         return encoder(registry).decode("utf-8"), content_type
 
 
+_COUNTED = "ecommerce.request_counted"  # in the WSGI environ of a request already counted
+
+
 class RequestMetrics:
     """The per-request metrics: ``<prefix>_http_request_duration_seconds`` (histogram by method,
     endpoint and status), ``<prefix>_http_request_total`` (by method and status) and
@@ -125,6 +128,10 @@ class RequestMetrics:
 
     def _count(self, response: Response) -> Response:
         current = request._get_current_object()  # type: ignore[attr-defined]
+        if _COUNTED in current.environ:
+            # An after-request hook that runs after this one failed, and Flask runs them all
+            # again for the 500: the request was counted with its first answer.
+            return response
         if current.path.startswith(self.excluded_paths):
             return response
         started = g.get("request_started")
@@ -132,7 +139,7 @@ class RequestMetrics:
         if started is not None:
             duration.observe(max(time.perf_counter() - started, 0.0))
         total.inc()
-        g.request_counted = True
+        current.environ[_COUNTED] = True  # the request's own, where ``g`` may outlive it (tests)
         return response
 
     def _count_exception(self, exception: BaseException | None) -> None:
@@ -142,7 +149,7 @@ class RequestMetrics:
             return
         _, _, exceptions = self._create()
         exceptions.labels(request.method, 500).inc()
-        if not g.get("request_counted"):
+        if _COUNTED not in request.environ:
             duration, total = self._children(request.method, str(request.endpoint), 500)
             started = g.get("request_started")
             if started is not None:

@@ -192,11 +192,15 @@ def without_route_limit() -> bool:
     """Flask-Limiter request filter: True for a request whose view declares no limit of its own.
 
     Flask-Limiter holds only the routes' own limits here (RATELIMIT_DEFAULT is counted by this
-    module), yet it resolves and evaluates limits for every request: 60-75 us of Python per
-    cached product read, a third of what that read costs beyond ``/healthz``
-    (docs/performance_tuning.md, "Reads at the floor"). A view without a ``route_limit`` has
+    module), yet it resolves limits for every request: about 30 us of Python per cached
+    product read, measured in process with rate limiting on (benchmarks/read_path.py;
+    docs/performance_tuning.md, "Reads at the floor"). A view without a ``route_limit`` has
     nothing for it to find, so its requests skip the look-up. The answer is kept per endpoint
-    and method: views are registered before the first request."""
+    and method: views are registered before the first request.
+
+    Nothing is skipped when limits that apply to every route are configured for Flask-Limiter
+    itself (RATELIMIT_APPLICATION, RATELIMIT_META). A limit on a whole blueprint
+    (``limiter.limit(...)(blueprint)``) is not seen here: limits go on views, by ``route_limit``."""
     endpoint = request.endpoint
     if endpoint is None or endpoint in EXEMPT_ENDPOINTS:
         return True
@@ -204,10 +208,25 @@ def without_route_limit() -> bool:
     key = (endpoint, request.method)
     exempt = seen.get(key)
     if exempt is None:
-        view = current_app.view_functions.get(endpoint)
-        handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
-        exempt = seen[key] = not getattr(handler, _ROUTE_LIMITED, False)
+        exempt = seen[key] = not _has_route_limit(endpoint, request.method)
     return exempt
+
+
+def _has_route_limit(endpoint: str, method: str) -> bool:
+    """Whether Flask-Limiter may hold a limit for ``method`` on ``endpoint``."""
+    config = current_app.config
+    if config.get("RATELIMIT_APPLICATION") or config.get("RATELIMIT_META"):
+        return True
+    view = current_app.view_functions.get(endpoint)
+    if getattr(view, _ROUTE_LIMITED, False):  # on the view itself (a MethodView's ``decorators``)
+        return True
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return False
+    handler = getattr(view_class, method.lower(), None)
+    if handler is None and method == "HEAD":  # Flask's MethodView answers HEAD with get
+        handler = getattr(view_class, "get", None)
+    return bool(getattr(handler, _ROUTE_LIMITED, False))
 
 
 def init_limits(app: Flask, limiter: Any, redis: Any | None, client: Callable[[], str]) -> None:

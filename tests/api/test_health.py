@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import request
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import ProductFactory
@@ -137,3 +138,27 @@ def test_each_request_is_counted_once_by_method_endpoint_and_status(client):
         dict(labels).get("endpoint") in ("health.LivenessView", "prometheus_metrics") for _, labels in after
     )
     assert any(name == "ecommerce_exporter_info" for name, _ in after)
+
+
+def test_a_request_is_counted_once_when_a_later_after_request_hook_fails(build_app):
+    # Flask runs the after-request hooks again for the 500 that a failing hook turns the answer
+    # into; the request was counted with its first answer, and only then.
+    instance = build_app(PROPAGATE_EXCEPTIONS=False)  # answer the failure as a server would
+    failures = []
+
+    def fails_once(response):
+        if request.path == "/api/categories/" and not failures:
+            failures.append(response.status_code)
+            raise RuntimeError("an after-request hook failed")
+        return response
+
+    instance.after_request_funcs.setdefault(None, []).insert(0, fails_once)  # runs after the count
+    client = instance.test_client()
+    before = _samples(client)
+    assert client.get("/api/categories/").status_code == 500
+    after = _samples(client)
+    assert failures == [200]
+    duration = "ecommerce_http_request_duration_seconds_count"
+    assert _grew(before, after, duration, method="GET", endpoint="categories.CategoriesView", status=200) == 1
+    assert _grew(before, after, duration, method="GET", endpoint="categories.CategoriesView", status=500) == 0
+    assert _grew(before, after, "ecommerce_http_request_total", method="GET", status=500) == 0

@@ -9,7 +9,12 @@ from flask import Flask
 from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields, post_load, validate
 
-from ecommerce.core.blueprint import SharedSchemaParser, _pagination_headers
+from ecommerce.core.blueprint import (
+    _PAGINATION_HEADERS,
+    QUERY_MEMORY_MAX_BYTES,
+    SharedSchemaParser,
+    _pagination_headers,
+)
 
 
 class PageArgs(Schema):
@@ -80,3 +85,36 @@ def test_pagination_headers_follow_the_total_and_the_query():
         assert '"total_pages": 2' in pagination and 'rel="next"' not in link
         _, none = _pagination_headers("http://shop/api/products/", b"sort=name&page=2", 2, 20, 0)
         assert none is None
+
+
+def test_only_sane_query_strings_are_remembered(parser):
+    # A client could send unique query strings of kilobytes each: those are parsed, never kept.
+    schema = Filters()
+    junk = "&".join(f"x{number}=y" for number in range(200))  # unknown keys: dropped by the schema
+    assert len(junk) > QUERY_MEMORY_MAX_BYTES
+    assert _parse(parser, schema, "sort=name&" + junk) == {"sort": "name"}
+    assert len(parser._loaded) == 0
+    assert _parse(parser, schema, "sort=name") == {"sort": "name"}
+    assert len(parser._loaded) == 1
+
+
+def test_arguments_with_a_validator_of_their_own_are_not_remembered(parser):
+    calls = []
+
+    def whole(arguments):
+        calls.append(arguments)
+        return True
+
+    for _ in range(2):
+        with Flask(__name__).test_request_context("/things/?sort=price"):
+            assert parser.parse(Filters(), location="query", validate=[whole]) == {"sort": "price"}
+    assert len(calls) == 2  # run for each request, and a list of validators is no trouble
+    assert len(parser._loaded) == 0
+
+
+def test_long_pagination_urls_are_not_remembered():
+    long_query = ("q=" + "x" * 600 + "&page=2").encode()
+    with Flask(__name__).test_request_context("/api/products/?" + long_query.decode()):
+        pagination, link = _pagination_headers("http://shop/api/products/", long_query, 2, 20, 45)
+    assert '"page": 2' in pagination and "x" * 600 in link
+    assert not any(key[1] == long_query for key in _PAGINATION_HEADERS.keys())
