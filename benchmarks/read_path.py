@@ -24,7 +24,9 @@ background threads (the event hub, the cache's invalidation listener), which are
 
 Rate limiting is on, as the shop ships it (no default limit: Flask-Limiter holds only the auth
 routes' limits, and no read is refused); ``BENCH_RATELIMIT_ENABLED=false`` switches it off, as
-the stack benchmarks (targets.py) do.
+the stack benchmarks (targets.py) do. ``BENCH_GEVENT=1`` runs it as a gunicorn gevent worker
+runs the app: the standard library monkey-patched by gevent, psycopg2 made cooperative by
+psycogreen (the requests still run one at a time).
 
     .venv/bin/python benchmarks/read_path.py
     BENCH_APP_TREE=/tmp/before .venv/bin/python benchmarks/read_path.py   # another checkout's app
@@ -35,16 +37,22 @@ with BENCH_PRODUCTS products if it has fewer; Redis is BENCH_REDIS_URL's databas
 
 from __future__ import annotations
 
-import cProfile
-import io
 import os
-import pstats
-import random
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
+
+if os.environ.get("BENCH_GEVENT") == "1":  # the app as a gunicorn gevent worker runs it
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import pstats  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -124,6 +132,10 @@ def main() -> None:
     os.environ.update(env)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
     sys.path.insert(0, str(APP_TREE))
+    if os.environ.get("BENCH_GEVENT") == "1":
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()  # as gunicorn.conf.py does in each worker
     import ecommerce
     from ecommerce import create_app
 
