@@ -38,14 +38,12 @@ def test_a_snapshot_sees_this_machines_processes_by_kind():
     # A process whose command line names gunicorn is the app's; this one is "other".
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "gunicorn"])
     try:
-        spent = sum(range(2_000_000))  # some CPU time of our own between the snapshots
         first = cpu_accounting.snapshot()
-        spent += sum(range(5_000_000))  # tens of ms: several clock ticks
+        sum(range(5_000_000))  # CPU time of our own between the snapshots: several clock ticks
         second = cpu_accounting.snapshot()
     finally:
         child.kill()
         child.wait()
-    assert spent > 0
     assert first["processes"][str(child.pid)][0] == "app"
     own = str(os.getpid())
     assert second["processes"][own][0] == "other"

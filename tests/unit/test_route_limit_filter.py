@@ -12,7 +12,7 @@ from flask_limiter.util import get_remote_address
 from ecommerce.core.ratelimit import route_limit, without_route_limit
 
 
-def _app(**config) -> tuple[Flask, Limiter]:
+def _app(**config) -> Flask:
     app = Flask(__name__)
     app.config.update(RATELIMIT_HEADERS_ENABLED=True, **config)
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
@@ -43,7 +43,7 @@ def _app(**config) -> tuple[Flask, Limiter]:
 
     app.add_url_rule("/limited", view_func=Limited.as_view("limited"))
     app.add_url_rule("/whole", view_func=LimitedAsAWhole.as_view("whole"))
-    return app, limiter
+    return app
 
 
 def _looked_at(app: Flask, path: str, method: str) -> bool:
@@ -65,19 +65,19 @@ def _looked_at(app: Flask, path: str, method: str) -> bool:
     ],
 )
 def test_a_view_with_a_limit_is_looked_at_and_no_other(path, method, looked_at):
-    app, _ = _app()
+    app = _app()
     assert _looked_at(app, path, method) is looked_at
 
 
 def test_limits_for_every_route_turn_the_filter_off():
     for setting in ("RATELIMIT_APPLICATION", "RATELIMIT_META"):
-        app, _ = _app(**{setting: "100/minute"})
+        app = _app(**{setting: "100/minute"})
         assert _looked_at(app, "/free", "GET")
         assert _looked_at(app, "/limited", "POST")
 
 
 def test_head_requests_count_against_the_get_limit():
-    app, _ = _app()
+    app = _app()
     client = app.test_client()
     assert client.head("/limited").status_code == 200
     assert client.get("/limited").status_code == 200
