@@ -32,6 +32,8 @@ runs the stack from another checkout (BENCH_BEFORE_TREE, e.g. a ``git worktree``
 earlier commit with a ``.venv`` link to this one's), for before/after figures in one run. Any
 variant may add settings of its own after a colon: ``pool10+10:DB_POOL_SIZE=10,DB_MAX_OVERFLOW=10``
 runs the shipped code with those two settings (``before:WEB_CONCURRENCY=1`` the old code).
+A variant named more than once is measured once per mention, each on its own stack, and printed
+as ``local``, ``local #2``, ...: ``BENCH_VARIANTS="local w1 local w1"`` alternates two settings.
 
     .venv/bin/python benchmarks/targets.py
     BENCH_VARIANTS="redis-only local" BENCH_ROUNDS=5 .venv/bin/python benchmarks/targets.py
@@ -213,7 +215,10 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
 
 def main() -> None:
     wrk = ensure_wrk()
-    results = {variant: measure(variant, wrk) for variant in VARIANTS}
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for variant in VARIANTS:  # a variant named twice is measured twice: "local", "local #2"
+        runs = sum(1 for other in VARIANTS[: len(results)] if other == variant)
+        results[variant if runs == 0 else f"{variant} #{runs + 1}"] = measure(variant, wrk)
     report = {}
     print(
         f"\nthrough nginx (least_conn, 2 gunicorn instances), wrk -t2 -c{CONNECTIONS}, "
