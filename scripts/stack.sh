@@ -21,8 +21,9 @@
 #   STACK_PROXY_READ_TIMEOUT=35 (s, nginx's proxy_read_timeout)
 #   STACK_DRAIN_TIMEOUT=STACK_PROXY_READ_TIMEOUT+5 (s, reload: how long nginx may go on with the
 #   requests it holds on an instance taken out of its choice)
-# Every other app setting (AUTH_RATE_LIMIT, WEB_CONCURRENCY, LOG_LEVEL, APP_ENV, ...) is passed
-# through. APP_ENV defaults to production, with a SECRET_KEY made once into STACK_DIR/secret_key.
+#   WEB_CONCURRENCY=cores / instances (at least 1: one gunicorn worker per core in all)
+# Every other app setting (AUTH_RATE_LIMIT, LOG_LEVEL, APP_ENV, ...) is passed through. APP_ENV
+# defaults to production, with a SECRET_KEY made once into STACK_DIR/secret_key.
 # `up` saves the environment it gives the processes in STACK_DIR/env; `reload` starts the new
 # processes with exactly that environment, whatever the calling shell holds.
 #
@@ -295,6 +296,18 @@ up() {
   export MEDIA_ROOT=${MEDIA_ROOT:-$STACK_DIR/media}
   mkdir -p "$MEDIA_ROOT"
   WORKERS=${WORKERS:-4} # the worker's threads (not exported unless it came so)
+  # gunicorn.conf.py gives an instance one worker per core, right for one instance per machine;
+  # every instance of this stack runs on this one, so they share its cores: one worker per core
+  # in all. (2 cores, 2 instances: 1 worker each. Against 2 each, the reads' req/s measured
+  # 1.15-1.28x in medians of four runs, docs/performance_tuning.md "One worker per core, across
+  # the instances".)
+  if [[ -z ${WEB_CONCURRENCY:-} ]]; then
+    local instances cores
+    instances=$(wc -w <<<"$STACK_APP_PORTS")
+    cores=$(nproc)
+    WEB_CONCURRENCY=$((cores > instances ? cores / instances : 1))
+    export WEB_CONCURRENCY
+  fi
   # What every process gets, for `reload` to start its successors alike (SECRET_KEY: mode 600).
   (umask 077 && env -0 >"$ENV_FILE")
   PROCESS_ENV=()

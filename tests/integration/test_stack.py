@@ -173,7 +173,7 @@ def stack(app, tmp_path_factory):
         RATELIMIT_KEY_PREFIX="ecommerce-stack-test-rl",
         HUEY_NAME="ecommerce-stack-test",
         AUTH_RATE_LIMIT=f"{AUTH_LIMIT}/minute",
-        WEB_CONCURRENCY="1",
+        # No WEB_CONCURRENCY: the stack sizes the instances' workers itself (tested below).
         # Above nginx's proxy_read_timeout of this stack (READ_TIMEOUT): an idle stream outlives
         # it only through the events location's own timeout.
         EVENTS_HEARTBEAT_SECONDS=str(HEARTBEAT),
@@ -215,6 +215,18 @@ def test_up_starts_every_process_and_status_lists_them(stack):
     # Each process leads a process group of its own: its workers can be stopped with it.
     for name in ("nginx", "app1", "app2"):
         assert len(group_members(stack.pid(name))) >= 2, name  # master and worker(s)
+
+
+def test_the_instances_share_the_cores_one_worker_per_core_in_all(stack):
+    """gunicorn.conf.py alone would give each instance a worker per core: two instances on one
+    machine would run twice as many workers as it has cores."""
+    cores = len(os.sched_getaffinity(0))
+    workers = max(1, cores // 2)
+    for name in ("app1", "app2"):
+        # The gunicorn master and its workers share the process group the script started.
+        assert len(group_members(stack.pid(name))) == 1 + workers, name
+    saved = (stack.dir / "env").read_bytes().split(b"\0")
+    assert f"WEB_CONCURRENCY={workers}".encode() in saved  # `reload` starts its successors alike
 
 
 def test_nginx_config_is_valid_as_shipped_and_as_rendered(stack, tmp_path):
