@@ -2,7 +2,8 @@
 
 Brings up `scripts/stack.sh` on ports, a database and a Redis database of its own (or reuses it
 when it already runs there), and puts four front ends in front of the same two app instances
-(gunicorn + gevent, 2 workers each):
+(gunicorn + gevent, cores / 2 workers each, as stack.sh sizes them; docs/load_balancing.md's
+figures were taken with WEB_CONCURRENCY=2, 2 workers each):
 
 - **nginx least_conn** and **nginx round robin**: two extra nginx processes whose configuration is
   the stack's own rendered nginx.conf (the shipped one), with their own port, PID file, logs, temp
@@ -18,7 +19,7 @@ when it already runs there), and puts four front ends in front of the same two a
 Then it measures, alternating the targets in every round, medians over the rounds:
 
 1. **overhead**: cached product reads alone (``wrk -t2 -c64``, random products of a warm hot set),
-   through each front end and straight to one instance (2 workers) for the ratio; with the front
+   through each front end and straight to one instance for the ratio; with the front
    end's own CPU time per request;
 2. **mixed**: fast and slow requests at once: wrk reads cached products on ``--read-connections``
    connections while ``--buyers`` buyers (threads, one keep-alive connection each) loop "add one

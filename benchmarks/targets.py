@@ -16,7 +16,7 @@ Beside each figure it prints where the machine's CPU went, per request and by ki
 and the machine's idle share), which is what a ratio on two saturated cores comes down to.
 
 Before the measured rounds, the cached scenarios run once for BENCH_WARM_SECONDS (5; 0: not at
-all), unmeasured, so that each of the four workers holds the hot entries in its own copy of the
+all), unmeasured, so that each worker holds the hot entries in its own copy of the
 cache, as under steady traffic; each figure is printed with the share of the per-process cache's
 look-ups that it answered in each run, so a cold round shows.
 
@@ -33,7 +33,11 @@ earlier commit with a ``.venv`` link to this one's), for before/after figures in
 variant may add settings of its own after a colon: ``pool10+10:DB_POOL_SIZE=10,DB_MAX_OVERFLOW=10``
 runs the shipped code with those two settings (``before:WEB_CONCURRENCY=1`` the old code).
 A variant named more than once is measured once per mention, each on its own stack, and printed
-as ``local``, ``local #2``, ...: ``BENCH_VARIANTS="local w1 local w1"`` alternates two settings.
+as ``local``, ``local #2``, ...: ``BENCH_VARIANTS="w2:WEB_CONCURRENCY=2 local w2:WEB_CONCURRENCY=2
+local"`` alternates two settings. The stack's workers per instance are its own script's choice:
+this tree's stack.sh gives each instance cores / instances, an older tree's may give each one a
+worker per core (2 each on 2 cores, before 8dae7f6); on 2 cores ``before:WEB_CONCURRENCY=1``
+compares the code alone.
 
     .venv/bin/python benchmarks/targets.py
     BENCH_VARIANTS="redis-only local" BENCH_ROUNDS=5 .venv/bin/python benchmarks/targets.py
@@ -146,7 +150,7 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
             urllib.request.urlopen(f"{base}/api/products/?page={page}&sort={sort}").read()
         fresh_per_round = (PRODUCTS - HOT_SET) // ROUNDS
         if WARM_SECONDS:
-            # Each request above reached one worker of four: under steady traffic every worker
+            # Each request above reached one of the workers: under steady traffic every worker
             # holds the hot entries in its own copy, so the cached scenarios run once, unmeasured,
             # until they do (the per-run hit share is printed with the figures).
             cache_vs_db.CONNECTIONS, cache_vs_db.SECONDS = CONNECTIONS, WARM_SECONDS

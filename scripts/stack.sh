@@ -299,12 +299,14 @@ up() {
   # gunicorn.conf.py gives an instance one worker per core, right for one instance per machine;
   # every instance of this stack runs on this one, so they share its cores: one worker per core
   # in all. (2 cores, 2 instances: 1 worker each. Against 2 each, the reads' req/s measured
-  # 1.15-1.28x in medians of four runs, docs/performance_tuning.md "One worker per core, across
-  # the instances".)
+  # 1.19-1.28x in medians of four alternating pairs of runs, docs/performance_tuning.md "One
+  # worker per core, across the instances".) The cores this process may run on: nproc without
+  # the OpenMP variables, which it would otherwise obey.
   if [[ -z ${WEB_CONCURRENCY:-} ]]; then
     local instances cores
     instances=$(wc -w <<<"$STACK_APP_PORTS")
-    cores=$(nproc)
+    ((instances > 0)) || die "STACK_APP_PORTS names no port"
+    cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     WEB_CONCURRENCY=$((cores > instances ? cores / instances : 1))
     export WEB_CONCURRENCY
   fi

@@ -222,11 +222,18 @@ def test_the_instances_share_the_cores_one_worker_per_core_in_all(stack):
     machine would run twice as many workers as it has cores."""
     cores = len(os.sched_getaffinity(0))
     workers = max(1, cores // 2)
+    saved = [
+        entry
+        for entry in (stack.dir / "env").read_bytes().split(b"\0")
+        if entry.startswith(b"WEB_CONCURRENCY=")
+    ]
+    assert saved == [f"WEB_CONCURRENCY={workers}".encode()]  # `reload` starts its successors alike
     for name in ("app1", "app2"):
-        # The gunicorn master and its workers share the process group the script started.
-        assert len(group_members(stack.pid(name))) == 1 + workers, name
-    saved = (stack.dir / "env").read_bytes().split(b"\0")
-    assert f"WEB_CONCURRENCY={workers}".encode() in saved  # `reload` starts its successors alike
+        # The gunicorn master and its workers share the process group the script started; the
+        # master forks its workers one after another, and `up` waits for one to answer.
+        pgid = stack.pid(name)
+        wait_until(lambda pgid=pgid: len(group_members(pgid)) >= 1 + workers, 10, message=f"{name}'s workers")
+        assert len(group_members(pgid)) == 1 + workers, name
 
 
 def test_nginx_config_is_valid_as_shipped_and_as_rendered(stack, tmp_path):
