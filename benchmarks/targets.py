@@ -220,9 +220,9 @@ def measure(variant: str, wrk: str) -> dict[str, list[dict[str, float]]]:
 def main() -> None:
     wrk = ensure_wrk()
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for variant in VARIANTS:  # a variant named twice is measured twice: "local", "local #2"
-        runs = sum(1 for other in VARIANTS[: len(results)] if other == variant)
-        results[variant if runs == 0 else f"{variant} #{runs + 1}"] = measure(variant, wrk)
+    for index, variant in enumerate(VARIANTS):  # named twice, measured twice: "local", "local #2"
+        earlier = VARIANTS[:index].count(variant)
+        results[f"{variant} #{earlier + 1}" if earlier else variant] = measure(variant, wrk)
     report = {}
     print(
         f"\nthrough nginx (least_conn, 2 gunicorn instances), wrk -t2 -c{CONNECTIONS}, "

@@ -292,7 +292,7 @@ def _pagination_headers(
 ) -> tuple[str, str | None]:
     """The ``X-Pagination`` value and the ``Link`` value (None without pages) of one page."""
     key = (base, query, page, page_size, item_count)
-    remember = len(base) + len(query) <= QUERY_MEMORY_MAX_BYTES  # the base carries the Host header
+    remember = len(base) + len(query) <= QUERY_MEMORY_MAX_BYTES
     if remember:
         with _PAGINATION_LOCK:
             made = _PAGINATION_HEADERS.get(key)
