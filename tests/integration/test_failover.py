@@ -11,6 +11,8 @@ import signal
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 
 import psycopg2
 import pytest
@@ -148,7 +150,7 @@ def test_reads_go_to_standbys_and_writes_to_the_primary(cluster, shop):
 
 
 def test_a_writer_reads_its_own_write_while_the_standbys_lag(cluster, shop):
-    """Replay paused on both standbys: they still answer, but they lack the new review. The
+    """Replay stalled on both standbys: they still answer, but they lack the new review. The
     review list its author asks for next must have it (served by the primary), and a read that
     no write is pending for is still served by a standby."""
     server, tokens, product_ids = shop
@@ -156,15 +158,13 @@ def test_a_writer_reads_its_own_write_while_the_standbys_lag(cluster, shop):
     headers = {"Authorization": f"Bearer {tokens[0]}"}
     product_id = product_ids[0]
     _read_pool_on_the_standbys(cluster, server, product_id)
-    standbys = cluster.standby_ports()
-    connections = [cluster.connect(port) for port in standbys]
-    for connection in connections:
-        connection.autocommit = True
-    try:
-        for connection in connections:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_wal_replay_pause()")
-        _wait_until_replay_paused(cluster, connections)
+    with _replay_stalled(cluster) as standbys:
+        caught_up_before = _metric(server.base_url, "ecommerce_db_routed_reads_total", reason="caught_up")
+        listed = requests.get(server.base_url + f"/api/products/{product_id}/reviews/", timeout=10)
+        assert listed.status_code == 200
+        assert (
+            _metric(server.base_url, "ecommerce_db_routed_reads_total", reason="caught_up") > caught_up_before
+        ), "a stalled standby no longer served a read that nothing was pending for"
         behind_before = _metric(server.base_url, "ecommerce_db_routed_reads_total", reason="replica_behind")
         comment = "written while the standbys lag " + uuid.uuid4().hex
         created = requests.post(
@@ -183,37 +183,80 @@ def test_a_writer_reads_its_own_write_while_the_standbys_lag(cluster, shop):
             _metric(server.base_url, "ecommerce_db_routed_reads_total", reason="replica_behind")
             > behind_before
         ), routed
-        for connection in connections:
-            with connection.cursor() as cursor:
-                # A standby still paused really lacks it (the test would pass for the wrong reason
-                # otherwise); one whose replay was resumed meanwhile proves nothing either way.
-                cursor.execute("SELECT pg_get_wal_replay_pause_state()")
-                if cursor.fetchone()[0] != "paused":
-                    continue
+        # The standbys were behind all along (the test would pass for the wrong reason otherwise).
+        for standby in standbys:
+            assert _replay_waits_on_the_stall(standby)
+            with standby.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM reviews WHERE comment = %s", (comment,))
                 assert cursor.fetchone()[0] == 0
-    finally:
-        for connection in connections:
+
+
+STALL_TABLE = "test_replay_stall"
+
+
+@contextmanager
+def _replay_stalled(cluster: Cluster) -> Iterator[list]:
+    """Stall WAL replay on every standby the way a long report query on a replica does: a
+    recovery conflict. Each standby reads a scratch table in an open transaction; the primary then
+    locks it ACCESS EXCLUSIVE. Replaying that lock waits for the standby's reader (up to
+    max_standby_streaming_delay, 30 s in patroni.yml.in), and every later WAL record waits behind
+    it, while the standby goes on answering queries. Yields an autocommit connection to each.
+
+    (pg_wal_replay_pause() cannot do this: Patroni resumes a paused replay in its next HA loop on
+    PostgreSQL 14 and later, so a pause lasted at most loop_wait, 2 s.)
+    """
+    ports = cluster.standby_ports()
+    with closing(cluster.primary()) as primary:
+        primary.autocommit = True
+        with primary.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {STALL_TABLE} (id integer)")
+            cursor.execute("SELECT pg_current_wal_lsn()")
+            created_at = cursor.fetchone()[0]
+    readers = [cluster.connect(port) for port in ports]
+    watchers = [cluster.connect(port) for port in ports]
+    try:
+        for watcher in watchers:
+            watcher.autocommit = True
+
+        def replayed(connection) -> bool:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_wal_replay_resume()")
+                cursor.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (created_at,))
+                return cursor.fetchone()[0]
+
+        wait_until(lambda: all(map(replayed, watchers)), 15, message="the scratch table on the standbys")
+        for reader in readers:  # each holds ACCESS SHARE on the table until it rolls back
+            with reader.cursor() as cursor:
+                cursor.execute(f"SELECT count(*) FROM {STALL_TABLE}")
+        with closing(cluster.primary()) as primary:
+            with primary.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {STALL_TABLE} IN ACCESS EXCLUSIVE MODE")
+            primary.commit()
+        wait_until(
+            lambda: all(_replay_waits_on_the_stall(w) for w in watchers),
+            15,
+            interval=0.1,
+            message="replay to wait on the scratch table's lock on both standbys",
+        )
+        yield watchers
+    finally:
+        for connection in readers + watchers:
+            connection.rollback()
             connection.close()
+        with closing(cluster.primary()) as primary:
+            primary.autocommit = True
+            with primary.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {STALL_TABLE}")
 
 
-def _wait_until_replay_paused(cluster: Cluster, standbys: list) -> None:
-    """A pause is only requested until replay reaches its next WAL record: write one (a
-    logical message, no table changes) until every standby says it is paused."""
-
-    def paused() -> bool:
-        with cluster.primary() as primary, primary.cursor() as cursor:
-            cursor.execute("SELECT pg_logical_emit_message(false, 'replay-pause-probe', '')")
-        states = []
-        for standby in standbys:
-            with standby.cursor() as cursor:
-                cursor.execute("SELECT pg_get_wal_replay_pause_state()")
-                states.append(cursor.fetchone()[0])
-        return all(state == "paused" for state in states)
-
-    wait_until(paused, 15, interval=0.2, message="replay to pause on both standbys")
+def _replay_waits_on_the_stall(standby) -> bool:
+    """The standby's startup process (its WAL replay) is waiting for a lock on the scratch table."""
+    with standby.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)"
+            " WHERE backend_type = 'startup' AND NOT granted AND relation = %s::regclass",
+            (STALL_TABLE,),
+        )
+        return cursor.fetchone()[0] == 1
 
 
 # -- failover ------------------------------------------------------------------------------
