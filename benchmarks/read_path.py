@@ -22,6 +22,10 @@ the functions that take the most time of their own (``BENCH_PROFILE_SORT=cumulat
 what they call). The process's CPU clock also counts the app's
 background threads (the event hub, the cache's invalidation listener), which are idle here.
 
+``BENCH_WITHOUT=<part>,<part>+<part>,...`` adds a cached-detail scenario per item with those
+parts of the read switched off for its batches only (patched in this process, then restored;
+the parts are listed in ``read_parts.py``), to weigh what each costs.
+
 Rate limiting is on, as the shop ships it (no default limit: Flask-Limiter holds only the auth
 routes' limits, and no read is refused); ``BENCH_RATELIMIT_ENABLED=false`` switches it off, as
 the stack benchmarks (targets.py) do. ``BENCH_GEVENT=1`` runs it as a gunicorn gevent worker
@@ -57,6 +61,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cache_vs_db  # noqa: E402
+from read_parts import without  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 7))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 2000))
@@ -70,8 +75,10 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
 APP_TREE = Path(os.environ.get("BENCH_APP_TREE", cache_vs_db.ROOT))
 PROFILE = os.environ.get("BENCH_PROFILE")
 PROFILE_SORT = os.environ.get("BENCH_PROFILE_SORT", "tottime")  # or cumulative
+PROFILE_LINES = int(os.environ.get("BENCH_PROFILE_LINES", 25))
 RATELIMIT_ENABLED = os.environ.get("BENCH_RATELIMIT_ENABLED", "true")
 SORTS = ("price", "-price", "name", "-created_at", "-rating")
+WITHOUT = [item.split("+") for item in os.environ.get("BENCH_WITHOUT", "").split(",") if item]
 
 
 def wsgi_environ(path: str, query: str = "") -> dict:
@@ -139,7 +146,8 @@ def main() -> None:
     import ecommerce
     from ecommerce import create_app
 
-    client = Client(create_app())
+    app = create_app()
+    client = Client(app)
     rng = random.Random(7)
     detail = [wsgi_environ(f"/api/products/{i}/") for i in range(1, HOT_SET + 1)]
     pages = [wsgi_environ("/api/products/", f"page={p}&sort={s}") for p in range(1, 21) for s in SORTS]
@@ -153,24 +161,31 @@ def main() -> None:
         ("product list page, cached", lambda: rng.choice(pages), REQUESTS),
         ("product detail, uncached", lambda: wsgi_environ(f"/api/products/{next(fresh)}/"), MISSES),
     ]
+    parts_of = {name: [] for name, _, _ in scenarios}
+    for parts in WITHOUT:
+        name = "cached detail without " + "+".join(parts)
+        scenarios.append((name, lambda: rng.choice(detail), REQUESTS))
+        parts_of[name] = parts
     samples: dict[str, list[float]] = {name: [] for name, _, _ in scenarios}
     tree = Path(ecommerce.__file__).parent.parent
     print(f"app of {tree}: {ROUNDS} rounds, {REQUESTS} requests per scenario ({MISSES} uncached)")
     for round_number in range(ROUNDS):
         for name, pick, count in scenarios:
             environs = [pick() for _ in range(count)]
-            started = time.process_time()
-            for environ in environs:
-                client.get(environ)
-            samples[name].append((time.process_time() - started) / count * 1e6)
+            with without(app, parts_of[name]):
+                started = time.process_time()
+                for environ in environs:
+                    client.get(environ)
+                samples[name].append((time.process_time() - started) / count * 1e6)
         print(f"round {round_number + 1}/{ROUNDS} done", flush=True)
 
     floor = statistics.median(samples["GET /healthz"])
-    print(f"\n{'scenario':28} {'CPU us/req':>10} {'min':>8} {'max':>8} {'x healthz':>10} {'beyond':>8}")
+    width = max(28, *(len(name) for name in samples))
+    print(f"\n{'scenario':{width}} {'CPU us/req':>10} {'min':>8} {'max':>8} {'x healthz':>10} {'beyond':>8}")
     for name, values in samples.items():
         cpu = statistics.median(values)
         print(
-            f"{name:28} {cpu:10.1f} {min(values):8.1f} {max(values):8.1f} "
+            f"{name:{width}} {cpu:10.1f} {min(values):8.1f} {max(values):8.1f} "
             f"{floor / cpu:10.2f} {cpu - floor:8.1f}"
         )
     if PROFILE:
@@ -179,7 +194,7 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [client.get(environ) for environ in environs])
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(PROFILE_SORT).print_stats(25)
+        pstats.Stats(profiler, stream=out).sort_stats(PROFILE_SORT).print_stats(PROFILE_LINES)
         print(f"\nprofile of {name} ({count} requests), by {PROFILE_SORT}:\n{out.getvalue()}")
 
 
