@@ -73,8 +73,13 @@ def without(app, parts: list[str]) -> Iterator[None]:
                 setattr(owner, name, value)
 
 
+_SWITCHED_OFF: list = []  # held for the life of the process: a dropped one would switch back on
+
+
 def switch_off_from_env(app) -> None:
     """Switch off, for the life of the process, the parts BENCH_WITHOUT names (``a+b``)."""
     parts = [part for part in os.environ.get("BENCH_WITHOUT", "").split("+") if part]
     if parts:
-        without(app, parts).__enter__()
+        switched_off = without(app, parts)
+        switched_off.__enter__()
+        _SWITCHED_OFF.append(switched_off)

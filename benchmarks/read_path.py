@@ -22,9 +22,9 @@ the functions that take the most time of their own (``BENCH_PROFILE_SORT=cumulat
 what they call). The process's CPU clock also counts the app's
 background threads (the event hub, the cache's invalidation listener), which are idle here.
 
-``BENCH_WITHOUT=<part>,<part>+<part>,...`` adds a cached-detail scenario per item with those
-parts of the read switched off for its batches only (patched in this process, then restored;
-the parts are listed in ``read_parts.py``), to weigh what each costs.
+``BENCH_WITHOUT=<part>,<part>+<part>,...`` adds a cached-detail and a cached-list scenario per
+item, with those parts of the read switched off for their batches only (patched in this
+process, then restored; the parts are listed in ``read_parts.py``), to weigh what each costs.
 
 Rate limiting is on, as the shop ships it (no default limit: Flask-Limiter holds only the auth
 routes' limits, and no read is refused); ``BENCH_RATELIMIT_ENABLED=false`` switches it off, as
@@ -163,9 +163,10 @@ def main() -> None:
     ]
     parts_of = {name: [] for name, _, _ in scenarios}
     for parts in WITHOUT:
-        name = "cached detail without " + "+".join(parts)
-        scenarios.append((name, lambda: rng.choice(detail), REQUESTS))
-        parts_of[name] = parts
+        for label, choices in (("detail", detail), ("list page", pages)):
+            name = f"cached {label} without " + "+".join(parts)
+            scenarios.append((name, lambda choices=choices: rng.choice(choices), REQUESTS))
+            parts_of[name] = parts
     samples: dict[str, list[float]] = {name: [] for name, _, _ in scenarios}
     tree = Path(ecommerce.__file__).parent.parent
     print(f"app of {tree}: {ROUNDS} rounds, {REQUESTS} requests per scenario ({MISSES} uncached)")
