@@ -39,6 +39,9 @@ def without(app, parts: list[str]) -> Iterator[None]:
     from ecommerce.core.cache.entries import CachedJSON
     from ecommerce.core.metrics import RequestMetrics
 
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:  # before anything is patched
+        raise ValueError(f"BENCH_WITHOUT: unknown part {unknown[0]!r} (one of {', '.join(PARTS)})")
     undo = []
 
     def patch(owner, name: str, value) -> None:
@@ -58,11 +61,9 @@ def without(app, parts: list[str]) -> Iterator[None]:
             patch(local, "_HIT", _NoCount())
         elif part == "drain":
             patch(local.LocalCache, "_drain", lambda self: True)
-        elif part == "etag":
+        else:  # etag
             bare = lambda self: Response(self.body, content_type="application/json")  # noqa: E731
             patch(CachedJSON, "to_response", bare)
-        else:
-            raise ValueError(f"BENCH_WITHOUT: unknown part {part!r} (one of {', '.join(PARTS)})")
     try:
         yield
     finally:
