@@ -23,8 +23,9 @@ what they call). The process's CPU clock also counts the app's
 background threads (the event hub, the cache's invalidation listener), which are idle here.
 
 ``BENCH_WITHOUT=<part>,<part>+<part>,...`` adds a cached-detail and a cached-list scenario per
-item, with those parts of the read switched off for their batches only (patched in this
-process, then restored; the parts are listed in ``read_parts.py``), to weigh what each costs.
+item (``+`` joins parts), with those parts of the read switched off, or changed, for their
+batches only (patched in this process, then restored; the parts are listed in
+``read_parts.py``), to weigh what each costs.
 
 Rate limiting is on, as the shop ships it (no default limit: Flask-Limiter holds only the auth
 routes' limits, and no read is refused); ``BENCH_RATELIMIT_ENABLED=false`` switches it off, as
@@ -61,7 +62,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cache_vs_db  # noqa: E402
-from read_parts import without  # noqa: E402
+from read_parts import check, without  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 7))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 2000))
@@ -132,6 +133,8 @@ class Client:
 
 
 def main() -> None:
+    for parts in WITHOUT:
+        check(parts)
     # Rate limiting as the shop ships it (on, no default limit: only the auth routes have limits,
     # so no read is refused), unlike the stack benchmarks, which switch it off.
     env = cache_vs_db.app_env(DATABASE_URL, REDIS_URL, RATELIMIT_ENABLED=RATELIMIT_ENABLED)
@@ -164,7 +167,7 @@ def main() -> None:
     parts_of = {name: [] for name, _, _ in scenarios}
     for parts in WITHOUT:
         for label, choices in (("detail", detail), ("list page", pages)):
-            name = f"cached {label} without " + "+".join(parts)
+            name = f"cached {label}, changed: " + "+".join(parts)
             scenarios.append((name, lambda choices=choices: rng.choice(choices), REQUESTS))
             parts_of[name] = parts
     samples: dict[str, list[float]] = {name: [] for name, _, _ in scenarios}

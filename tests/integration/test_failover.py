@@ -151,8 +151,9 @@ def test_reads_go_to_standbys_and_writes_to_the_primary(cluster, shop):
 
 def test_a_writer_reads_its_own_write_while_the_standbys_lag(cluster, shop):
     """Replay stalled on both standbys: they still answer, but they lack the new review. The
-    review list its author asks for next must have it (served by the primary), and a read that
-    no write is pending for is still served by a standby."""
+    review list read right after the write must have it (served by the primary: the catalog's
+    write token is ahead of the standbys), and a read that no write is pending for is still
+    served by a standby."""
     server, tokens, product_ids = shop
     cluster.wait_healthy()
     headers = {"Authorization": f"Bearer {tokens[0]}"}
@@ -183,9 +184,10 @@ def test_a_writer_reads_its_own_write_while_the_standbys_lag(cluster, shop):
             _metric(server.base_url, "ecommerce_db_routed_reads_total", reason="replica_behind")
             > behind_before
         ), routed
-        # The standbys were behind all along (the test would pass for the wrong reason otherwise).
+        # The standbys were behind all along (the test would pass for the wrong reason otherwise):
+        # the stalled lock is replayed once, so a replay still waiting on it never went past it.
         for standby in standbys:
-            assert _replay_waits_on_the_stall(standby)
+            assert _replay_waits_on_the_stall(standby), "replay went on (max_standby_streaming_delay passed?)"
             with standby.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM reviews WHERE comment = %s", (comment,))
                 assert cursor.fetchone()[0] == 0
@@ -202,21 +204,24 @@ def _replay_stalled(cluster: Cluster) -> Iterator[list]:
     max_standby_streaming_delay, 30 s in patroni.yml.in), and every later WAL record waits behind
     it, while the standby goes on answering queries. Yields an autocommit connection to each.
 
-    (pg_wal_replay_pause() cannot do this: Patroni resumes a paused replay in its next HA loop on
-    PostgreSQL 14 and later, so a pause lasted at most loop_wait, 2 s.)
+    (pg_wal_replay_pause() cannot do this unless Patroni is in maintenance mode: it resumes a
+    paused replay in its next HA loop on PostgreSQL 14 and later, so a pause lasted at most
+    loop_wait, 2 s.)
     """
     ports = cluster.standby_ports()
-    with closing(cluster.primary()) as primary:
-        primary.autocommit = True
-        with primary.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS {STALL_TABLE} (id integer)")
-            cursor.execute("SELECT pg_current_wal_lsn()")
-            created_at = cursor.fetchone()[0]
-    readers = [cluster.connect(port) for port in ports]
-    watchers = [cluster.connect(port) for port in ports]
+    readers: list = []
+    watchers: list = []
     try:
-        for watcher in watchers:
-            watcher.autocommit = True
+        with closing(cluster.primary()) as primary:
+            primary.autocommit = True
+            with primary.cursor() as cursor:
+                cursor.execute(f"CREATE TABLE IF NOT EXISTS {STALL_TABLE} (id integer)")
+                cursor.execute("SELECT pg_current_wal_lsn()")
+                created_at = cursor.fetchone()[0]
+        for port in ports:
+            readers.append(cluster.connect(port))
+            watchers.append(cluster.connect(port))
+            watchers[-1].autocommit = True
 
         def replayed(connection) -> bool:
             with connection.cursor() as cursor:
@@ -224,7 +229,7 @@ def _replay_stalled(cluster: Cluster) -> Iterator[list]:
                 return cursor.fetchone()[0]
 
         wait_until(lambda: all(map(replayed, watchers)), 15, message="the scratch table on the standbys")
-        for reader in readers:  # each holds ACCESS SHARE on the table until it rolls back
+        for reader in readers:  # each holds ACCESS SHARE on the table until it is closed
             with reader.cursor() as cursor:
                 cursor.execute(f"SELECT count(*) FROM {STALL_TABLE}")
         with closing(cluster.primary()) as primary:
@@ -239,13 +244,16 @@ def _replay_stalled(cluster: Cluster) -> Iterator[list]:
         )
         yield watchers
     finally:
-        for connection in readers + watchers:
-            connection.rollback()
-            connection.close()
-        with closing(cluster.primary()) as primary:
-            primary.autocommit = True
-            with primary.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {STALL_TABLE}")
+        try:
+            # Closing ends a reader's transaction on the server (and does not raise on a link
+            # the standby already cut: past max_standby_streaming_delay it ends the reader).
+            for connection in readers + watchers:
+                connection.close()
+        finally:
+            with closing(cluster.primary()) as primary:
+                primary.autocommit = True
+                with primary.cursor() as cursor:
+                    cursor.execute(f"DROP TABLE IF EXISTS {STALL_TABLE}")
 
 
 def _replay_waits_on_the_stall(standby) -> bool:
