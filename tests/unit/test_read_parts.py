@@ -63,7 +63,7 @@ def test_a_part_that_fails_halfway_leaves_nothing_switched(app):
     assert _state(app) == shipped
 
 
-def test_the_poll_drain_asks_the_shipped_drain_only_when_something_came_in(app):
+def test_the_poll_drain_asks_the_shipped_drain_only_when_something_came_in():
     """A LocalCache-like object on a real socket pair: the shipped drain is called when the
     socket is readable, or while part of a message is still in (it answered False)."""
     import socket
